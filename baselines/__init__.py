@@ -1,0 +1,1 @@
+"""Baseline unlearners (FO-GradDiff, SO-GradDiff) and their YAML configs."""

@@ -1,0 +1,47 @@
+"""The `simu-bench` command line.
+
+Each subcommand lives in its own module with two functions, `add_parser(subparsers)` and
+`main(args) -> int`; this file only lists them. A `UserError` anywhere becomes one line on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from simu_bench.errors import UserError
+
+# (subcommand, module): one line per subcommand.
+SUBCOMMANDS = [
+    ("prepare", "simu_bench.commands.prepare"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simu-bench",
+        description="Benchmark machine unlearning on LUME: unlearn, score, and rank methods.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for _, module in SUBCOMMANDS:
+        importlib.import_module(module).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as error:
+        print(f"simu-bench {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"simu-bench {args.command}: interrupted; finished results are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

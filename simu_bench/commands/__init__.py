@@ -1,0 +1,1 @@
+"""One module per `simu-bench` subcommand (see simu_bench/cli.py)."""

@@ -1,0 +1,195 @@
+"""The LUME data layer: load a LUME directory into typed, validated records.
+
+A LUME directory holds `forget.jsonl` and `retain.jsonl` (or `.parquet`; rows `id`, `input`,
+`output`, `task`, optionally `split`), optional MIA files `member.jsonl` / `nonmember.jsonl`
+(rows `id`, `document`) and, for the embedded benchmark, `world_facts.jsonl` (rows `id`,
+`input`, `output`): the utility questions that stand in for MMLU.
+
+The kind of a row comes from the suffix of its id only: `...sc<k>` is a sentence completion
+(regurgitation, scored by ROUGE-L recall) and `...qa<k>` a question (knowledge, scored by exact
+match). Ids may contain literal double quotes, so nothing else in the id is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simu_bench.errors import UserError
+
+TASKS = ("Task1", "Task2", "Task3")
+SPLITS = ("forget", "retain")
+KINDS = ("regurgitation", "knowledge")
+UTILITY_TASK = "World"
+
+_SUFFIX = re.compile(r"(sc|qa)(\d+)$")
+_KIND_OF_SUFFIX = {"sc": "regurgitation", "qa": "knowledge"}
+_ROW_FIELDS = ("id", "input", "output", "task")
+_DOC_FIELDS = ("id", "document")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One LUME row: a prompt (`input`) and the answer the model memorised (`output`)."""
+
+    id: str
+    input: str
+    output: str
+    task: str  # Task1 | Task2 | Task3 | World (utility)
+    split: str  # forget | retain | utility
+    kind: str  # regurgitation (sc ids) | knowledge (qa ids)
+
+    @property
+    def document_id(self) -> str:
+        """The id of the document this row was made from: the id without its sc/qa suffix."""
+        return _SUFFIX.sub("", self.id)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One MIA document: members were trained on, non-members never were."""
+
+    id: str
+    text: str
+    membership: str  # member | nonmember
+
+
+@dataclass(frozen=True)
+class LumeData:
+    """Everything the benchmark reads from one data directory."""
+
+    forget: tuple[Example, ...]
+    retain: tuple[Example, ...]
+    member: tuple[Document, ...] = ()
+    nonmember: tuple[Document, ...] = ()
+    utility: tuple[Example, ...] = ()
+    root: Path | None = field(default=None, compare=False)
+
+    def split(self, name: str) -> tuple[Example, ...]:
+        return {"forget": self.forget, "retain": self.retain, "utility": self.utility}[name]
+
+
+def kind_of(example_id: str, where: str = "") -> str:
+    """Return 'regurgitation' or 'knowledge' from the id's suffix; raise UserError otherwise."""
+    match = _SUFFIX.search(example_id)
+    if match is None:
+        raise UserError(
+            f"{where}id {example_id!r} does not end in 'sc<k>' (sentence completion) or "
+            f"'qa<k>' (question); LUME ids carry their kind as a suffix, e.g. 'doc42sc1' or "
+            f"'doc42qa0': fix the id"
+        )
+    return _KIND_OF_SUFFIX[match.group(1)]
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict]]:
+    """Read a .jsonl or .parquet file into (line number, row) pairs."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as error:  # pyarrow raises several types for a broken file
+            raise UserError(f"{path}: cannot read as parquet ({error}); expected a LUME parquet file") from None
+        return [(i + 1, row) for i, row in enumerate(table.to_pylist())]
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserError(
+                    f"{path}:{number}: malformed JSON ({error.msg} at column {error.colno}); "
+                    f"expected one JSON object per line"
+                ) from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{number}: expected a JSON object, found {type(row).__name__}")
+            rows.append((number, row))
+    return rows
+
+
+def _field(row: dict, name: str, where: str) -> str:
+    if name not in row:
+        raise UserError(f"{where}missing field {name!r}; each row needs {name!r} (found fields: {', '.join(sorted(row)) or 'none'})")
+    value = row[name]
+    if not isinstance(value, str):
+        raise UserError(f"{where}field {name!r} must be a string, found {type(value).__name__}")
+    if not value.strip():
+        raise UserError(f"{where}field {name!r} is empty; expected non-empty text")
+    return value
+
+
+def _find(root: Path, stem: str) -> Path | None:
+    for suffix in (".jsonl", ".parquet"):
+        candidate = root / f"{stem}{suffix}"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load_examples(path: Path, split: str) -> tuple[Example, ...]:
+    """Load one forget/retain/utility file; every problem names the file, line and field."""
+    examples = []
+    for number, row in _read_rows(path):
+        where = f"{path}:{number}: "
+        values = {name: _field(row, name, where) for name in ("id", "input", "output")}
+        if split == "utility":
+            task = str(row.get("task") or UTILITY_TASK)
+            kind = "knowledge"
+        else:
+            task = _field(row, "task", where)
+            if task not in TASKS:
+                raise UserError(f"{where}unknown task {task!r}; expected one of {', '.join(TASKS)}")
+            kind = kind_of(values["id"], where)
+            row_split = row.get("split")
+            if row_split not in (None, "", split):
+                raise UserError(f"{where}field 'split' is {row_split!r} in the {split} file; expected {split!r} or no split field")
+        examples.append(Example(values["id"], values["input"], values["output"], task, split, kind))
+    return tuple(examples)
+
+
+def load_documents(path: Path, membership: str) -> tuple[Document, ...]:
+    documents = []
+    for number, row in _read_rows(path):
+        where = f"{path}:{number}: "
+        documents.append(Document(_field(row, "id", where), _field(row, "document", where), membership))
+    return tuple(documents)
+
+
+def load_lume(root: str | Path) -> LumeData:
+    """Load a LUME directory; raise UserError with file, line and field for any bad input."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data directory {root} does not exist; expected a LUME folder with forget.jsonl and retain.jsonl (run `simu-bench prepare` for the embedded one)")
+    splits = {}
+    for split in SPLITS:
+        path = _find(root, split)
+        if path is None:
+            raise UserError(f"{root}: missing {split}.jsonl (or {split}.parquet); a LUME folder needs forget and retain files")
+        splits[split] = load_examples(path, split)
+        if not splits[split]:
+            raise UserError(f"{path}: the {split} set is empty; expected at least one row")
+    member = _find(root, "member")
+    nonmember = _find(root, "nonmember")
+    utility = _find(root, "world_facts")
+    return LumeData(
+        forget=splits["forget"],
+        retain=splits["retain"],
+        member=load_documents(member, "member") if member else (),
+        nonmember=load_documents(nonmember, "nonmember") if nonmember else (),
+        utility=load_examples(utility, "utility") if utility else (),
+        root=root,
+    )
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write rows atomically (a temporary file renamed into place), keys in a stable order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""SIMU: Selective Influence Machine Unlearning (arXiv 2510.07822)."""

@@ -1,0 +1,1 @@
+"""The LUME task pack for lm-eval (YAML files plus the helper module `utils.py`)."""
