@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simu_bench.errors import UserError
+from simu_bench.errors import UserError, did_you_mean
 
 TASKS = ("Task1", "Task2", "Task3")
 SPLITS = ("forget", "retain")
@@ -76,7 +76,7 @@ def kind_of(example_id: str, where: str = "") -> str:
     match = _SUFFIX.search(example_id)
     if match is None:
         raise UserError(
-            f"{where}id {example_id!r} does not end in 'sc<k>' (sentence completion) or "
+            f"{where}field 'id' is {example_id!r}, which does not end in 'sc<k>' (sentence completion) or "
             f"'qa<k>' (question); LUME ids carry their kind as a suffix, e.g. 'doc42sc1' or "
             f"'doc42qa0': fix the id"
         )
@@ -84,7 +84,7 @@ def kind_of(example_id: str, where: str = "") -> str:
 
 
 def _read_rows(path: Path) -> list[tuple[int, dict]]:
-    """Read a .jsonl or .parquet file into (line number, row) pairs."""
+    """Read a .jsonl or .parquet file into (line number, row) pairs (parquet: row number)."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -94,20 +94,25 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
             raise UserError(f"{path}: cannot read as parquet ({error}); expected a LUME parquet file") from None
         return [(i + 1, row) for i, row in enumerate(table.to_pylist())]
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(
-                    f"{path}:{number}: malformed JSON ({error.msg} at column {error.colno}); "
-                    f"expected one JSON object per line"
-                ) from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object, found {type(row).__name__}")
-            rows.append((number, row))
+    try:
+        # split on "\n" only: str.splitlines would also cut at U+2028 and friends, which JSON
+        # allows raw inside strings (and write_jsonl writes them raw).
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); expected a UTF-8 JSON-lines file") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(
+                f"{path}:{number}: malformed JSON ({error.msg} at column {error.colno}); "
+                f"expected one JSON object per line"
+            ) from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{number}: expected a JSON object, found {type(row).__name__}")
+        rows.append((number, row))
     return rows
 
 
@@ -133,20 +138,26 @@ def _find(root: Path, stem: str) -> Path | None:
 def load_examples(path: Path, split: str) -> tuple[Example, ...]:
     """Load one forget/retain/utility file; every problem names the file, line and field."""
     examples = []
+    first_line: dict[str, int] = {}  # id -> line it first appeared on; scores are keyed by id
     for number, row in _read_rows(path):
         where = f"{path}:{number}: "
         values = {name: _field(row, name, where) for name in ("id", "input", "output")}
+        if values["id"] in first_line:
+            raise UserError(f"{where}field 'id' repeats {values['id']!r} from line {first_line[values['id']]}; ids must be unique within a file")
+        first_line[values["id"]] = number
         if split == "utility":
             task = str(row.get("task") or UTILITY_TASK)
             kind = "knowledge"
         else:
             task = _field(row, "task", where)
             if task not in TASKS:
-                raise UserError(f"{where}unknown task {task!r}; expected one of {', '.join(TASKS)}")
+                raise UserError(f"{where}field 'task' is unknown: {task!r}{did_you_mean(task, TASKS)}")
             kind = kind_of(values["id"], where)
+            # Some LUME releases add a `split` field; the file decides the split, and only a row
+            # that names the other split (a retain row in the forget file) is an error.
             row_split = row.get("split")
-            if row_split not in (None, "", split):
-                raise UserError(f"{where}field 'split' is {row_split!r} in the {split} file; expected {split!r} or no split field")
+            if row_split in SPLITS and row_split != split:
+                raise UserError(f"{where}field 'split' is {row_split!r} in the {split} file; expected {split!r} or no split field: move the row to {row_split}.jsonl")
         examples.append(Example(values["id"], values["input"], values["output"], task, split, kind))
     return tuple(examples)
 
