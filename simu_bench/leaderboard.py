@@ -1,0 +1,298 @@
+"""Leaderboards from a run store, as Markdown, CSV, LaTeX, HTML or JSON.
+
+Command: `simu-bench leaderboard RUN_DIR --format md` (`simu-bench run` writes one too).
+
+One row per method plus the reference row "target (before unlearning)", sorted by final score.
+The main table holds Task Aggregate, MIA score, utility (named by the task that measured it),
+final score, and the forget/retain regurgitation and knowledge scores, each the unweighted mean
+over the three tasks; a second table holds the 12 components.
+
+Over seeds: each cell is the mean of the runs that finished ("ok"). With n >= 2 runs it reads
+`mean ± h`, h the half-width of a 95% confidence interval from Student's t distribution with
+n - 1 degrees of freedom: h = t(0.975, n - 1) * s / sqrt(n), s the sample standard deviation
+(n - 1 in the denominator). Diverged and crashed runs never enter a mean: the "runs" column counts
+them, and a method with no finished run shows its status instead of numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simu_bench.data import KINDS, SPLITS, TASKS
+from simu_bench.store import REFERENCE, StoredRun, load_runs, read_json
+
+FORMATS = ("md", "csv", "latex", "html", "json")
+REFERENCE_LABEL = "target (before unlearning)"
+LEGEND = (
+    "↑ higher is better, ↓ lower is better. Forget scores are raw (ROUGE-L recall, exact match): "
+    "lower means more forgotten; the Task Aggregate inverts them. Final = mean(Task Aggregate, "
+    "MIA score, utility). With several seeds: mean ± half-width of the 95% confidence interval "
+    "(Student's t, n-1 degrees of freedom); diverged or crashed runs are counted in 'runs', never averaged."
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    higher_is_better: bool
+
+
+def _components() -> list[Column]:
+    return [
+        Column(f"{split}/{task}/{kind}", f"{split} {task} {kind}", split == "retain")
+        for split in SPLITS for task in TASKS for kind in KINDS
+    ]
+
+
+COMPONENTS = _components()
+
+
+def summary_columns(utility_name: str | None) -> list[Column]:
+    return [
+        Column("final", "final score", True),
+        Column("task_aggregate", "Task Aggregate", True),
+        Column("mia_score", "MIA score", True),
+        Column("utility", f"utility ({utility_name or 'none'})", True),
+        Column("forget/regurgitation", "forget regurgitation", False),
+        Column("forget/knowledge", "forget knowledge", False),
+        Column("retain/regurgitation", "retain regurgitation", True),
+        Column("retain/knowledge", "retain knowledge", True),
+    ]
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def run_values(metrics: dict) -> dict[str, float | None]:
+    """Flatten one metrics JSON into the leaderboard's keys (see `summary_columns`, `COMPONENTS`)."""
+    components = metrics.get("components", {})
+    values = {
+        "final": metrics.get("final"),
+        "task_aggregate": metrics.get("task_aggregate"),
+        "mia_score": (metrics.get("mia") or {}).get("score"),
+        "utility": (metrics.get("utility") or {}).get("value"),
+    }
+    for column in COMPONENTS:
+        split, task, kind = column.key.split("/")
+        values[column.key] = components.get(split, {}).get(task, {}).get(kind)
+    for split in SPLITS:
+        for kind in KINDS:
+            values[f"{split}/{kind}"] = _mean([values[f"{split}/{task}/{kind}"] for task in TASKS])
+    return values
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and 95% t-interval half-width of the values of one cell (None when there are none)."""
+
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def ci95(self) -> float | None:
+        if self.n < 2:
+            return None
+        from scipy.stats import t
+
+        return float(t.ppf(0.975, self.n - 1)) * statistics.stdev(self.values) / math.sqrt(self.n)
+
+    def text(self, digits: int = 3, pm: str = "±") -> str:
+        if self.mean is None:
+            return "—"
+        if self.ci95 is None:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} {pm} {self.ci95:.{digits}f}"
+
+
+@dataclass
+class Row:
+    """One leaderboard row: a method and all of its stored runs."""
+
+    method: str
+    runs: list[StoredRun]
+    stats: dict[str, Stat] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return REFERENCE_LABEL if self.method == REFERENCE else self.method
+
+    @property
+    def ok(self) -> list[StoredRun]:
+        return [run for run in self.runs if run.status == "ok"]
+
+    def runs_text(self) -> str:
+        failed = {}
+        for run in self.runs:
+            if run.status != "ok":
+                failed[run.status] = failed.get(run.status, 0) + 1
+        if not failed:
+            return str(len(self.runs))
+        detail = ", ".join(f"{count} {status}" for status, count in sorted(failed.items()))
+        return f"{len(self.ok)}/{len(self.runs)} ({detail})"
+
+    def cell(self, key: str, pm: str = "±") -> str:
+        if not self.ok:  # nothing finished: say why instead of showing numbers
+            return "/".join(sorted({run.status for run in self.runs}))
+        return self.stats[key].text(pm=pm)
+
+
+@dataclass
+class Board:
+    rows: list[Row]
+    utility_name: str | None
+    meta: dict
+
+    @property
+    def columns(self) -> list[Column]:
+        return summary_columns(self.utility_name)
+
+
+def build(out: Path) -> Board:
+    """Read every finished run under `out` and summarise it per method."""
+    out = Path(out)
+    by_method: dict[str, list[StoredRun]] = {}
+    for run in load_runs(out):
+        by_method.setdefault(run.method, []).append(run)
+    rows, utility_name = [], None
+    for method, runs in by_method.items():
+        row = Row(method, sorted(runs, key=lambda r: (r.seed is None, r.seed or 0)))
+        per_run = [run_values(run.metrics) for run in row.ok]
+        keys = [c.key for c in summary_columns(None)] + [c.key for c in COMPONENTS]
+        row.stats = {k: Stat(tuple(v[k] for v in per_run if v[k] is not None)) for k in keys}
+        for run in row.ok:
+            utility_name = utility_name or (run.metrics.get("utility") or {}).get("name")
+        rows.append(row)
+
+    def order(row: Row):
+        final, aggregate = row.stats["final"].mean, row.stats["task_aggregate"].mean
+        return (not row.ok, -(final if final is not None else -1), -(aggregate or 0), row.method)
+
+    rows.sort(key=order)
+    return Board(rows, utility_name, _meta(out))
+
+
+def _meta(out: Path) -> dict:
+    """Where the runs came from: the run command, data, model and environment of the reference."""
+    meta = {"run_dir": str(out)}
+    if (out / "run.json").exists():
+        meta["run_command"] = read_json(out / "run.json").get("command")
+    reference = out / REFERENCE
+    if (reference / "config.json").exists():
+        config = read_json(reference / "config.json").get("config", {})
+        meta.update({k: config.get(k) for k in ("data", "model") if k in config})
+    if (reference / "environment.json").exists():
+        meta["environment"] = read_json(reference / "environment.json")
+    return meta
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
+                          ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):
+        text = text.replace(char, escaped)
+    return text.replace("±", r"$\pm$").replace("—", "--")
+
+
+def _tables(board: Board, style: str) -> tuple[list, list, list, list]:
+    """Headers and cells of the two tables, with orientation arrows in the headers."""
+    arrows = {"latex": (r"$\uparrow$", r"$\downarrow$")}.get(style, ("↑", "↓"))
+
+    def header(column: Column) -> str:
+        label = _latex_escape(column.label) if style == "latex" else column.label
+        return f"{label} {arrows[0] if column.higher_is_better else arrows[1]}"
+
+    def cell(row: Row, key: str) -> str:
+        text = row.cell(key)
+        return _latex_escape(text) if style == "latex" else text
+
+    def name(row: Row) -> str:
+        return _latex_escape(row.label) if style == "latex" else row.label
+
+    main_headers = ["method"] + [header(c) for c in board.columns] + ["runs"]
+    main = [[name(r)] + [cell(r, c.key) for c in board.columns] + [r.runs_text()] for r in board.rows]
+    # Components transposed (one row per component, one column per method): 12 columns would not fit.
+    comp_headers = ["component"] + [name(r) for r in board.rows]
+    comp = [[header(c)] + [cell(r, c.key) for r in board.rows] for c in COMPONENTS]
+    return main_headers, main, comp_headers, comp
+
+
+def _provenance(board: Board, commands: list[str]) -> list[str]:
+    lines = []
+    if commands:
+        lines.append("Generated by " + " then ".join(f"`{c}`" for c in commands) + "; do not edit by hand.")
+    env = board.meta.get("environment") or {}
+    libs = env.get("libraries") or {}
+    if env.get("libraries"):
+        versions = ", ".join(f"{k} {v}" for k, v in libs.items() if k in ("simu-bench", "torch", "transformers", "lm-eval") and v)
+        lines.append(f"Environment of the reference run: {versions}; git {env.get('git') or 'unknown'}; "
+                     f"device {env.get('device')}; date {env.get('date')}.")
+    if board.meta.get("model"):
+        lines.append(f"Model: {board.meta['model']}. Data: {board.meta.get('data')}.")
+    return lines
+
+
+def to_dict(board: Board) -> dict:
+    def stat(s: Stat) -> dict:
+        return {"mean": s.mean, "ci95": s.ci95, "n": s.n, "values": list(s.values)}
+
+    return {
+        "legend": LEGEND,
+        "meta": board.meta,
+        "columns": [{"key": c.key, "label": c.label, "higher_is_better": c.higher_is_better} for c in board.columns + COMPONENTS],
+        "rows": [{
+            "method": r.method, "label": r.label, "runs": r.runs_text(),
+            "status": {str(run.seed): {"status": run.status, "error": run.error} for run in r.runs},
+            "metrics": {k: stat(s) for k, s in r.stats.items()},
+        } for r in board.rows],
+    }
+
+
+def render(board: Board, fmt: str, commands: list[str] | None = None) -> str:
+    """The leaderboard as text in `fmt` (one of FORMATS)."""
+    from tabulate import tabulate
+
+    commands = commands or []
+    if fmt == "json":
+        return json.dumps({**to_dict(board), "commands": commands}, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        keys = [c.key for c in board.columns + COMPONENTS]
+        writer.writerow(["method", "runs"] + [f"{k}_{part}" for k in keys for part in ("mean", "ci95")])
+        for r in board.rows:
+            cells = [v for k in keys for v in (r.stats[k].mean, r.stats[k].ci95)]
+            writer.writerow([r.label, r.runs_text()] + ["" if v is None else f"{v:.6g}" for v in cells])
+        return buffer.getvalue()
+    main_headers, main, comp_headers, comp = _tables(board, fmt)
+    prose = _provenance(board, commands)
+    if fmt == "md":
+        parts = ["# simu-bench leaderboard", "", *prose, "", tabulate(main, main_headers, tablefmt="github", disable_numparse=True),
+                 "", LEGEND, "", "## The 12 components", "", tabulate(comp, comp_headers, tablefmt="github", disable_numparse=True), ""]
+        return "\n".join(parts)
+    if fmt == "latex":
+        parts = [f"% {line}" for line in prose + [LEGEND]]
+        parts += [tabulate(main, main_headers, tablefmt="latex_raw", disable_numparse=True), "", tabulate(comp, comp_headers, tablefmt="latex_raw", disable_numparse=True), ""]
+        return "\n".join(parts)
+    if fmt == "html":
+        import html
+
+        paragraphs = "".join(f"<p>{html.escape(line)}</p>\n" for line in prose)
+        return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>simu-bench leaderboard</title></head><body>\n"
+                f"<h1>simu-bench leaderboard</h1>\n{paragraphs}{tabulate(main, main_headers, tablefmt='html', disable_numparse=True)}\n"
+                f"<p>{html.escape(LEGEND)}</p>\n<h2>The 12 components</h2>\n{tabulate(comp, comp_headers, tablefmt='html', disable_numparse=True)}\n</body></html>\n")
+    raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")

@@ -1,0 +1,112 @@
+"""Leaderboard plots (PNG, matplotlib's Agg backend, no screen needed).
+
+- `tradeoff.png`: forget score (mean of the 6 raw forget components; lower = more forgotten)
+  against retain score (mean of the 6 retain components; higher = better kept), one small dot
+  per seed and the mean with its 95% t-interval per method. Best is the top-left corner.
+- `per_task.png`: per-task bars for forget (lower is better) and retain (higher is better),
+  regurgitation and knowledge, per method, with 95% t-intervals over seeds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from simu_bench.data import KINDS, TASKS
+from simu_bench.leaderboard import Board, Stat, run_values
+from simu_bench.store import REFERENCE, atomic_write_bytes
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    # Fixed metadata keeps the PNG bytes the same for the same numbers.
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _tab10() -> list:
+    import matplotlib
+
+    return list(matplotlib.colormaps["tab10"].colors)
+
+
+def method_colors(board: Board) -> dict[str, str]:
+    """One color per method, the same in every plot; the reference row is gray."""
+    palette = [c for i, c in enumerate(_tab10()) if i != 7]  # 7 is gray
+    methods = sorted(row.method for row in board.rows if row.method != REFERENCE)
+    colors = {method: palette[i % len(palette)] for i, method in enumerate(methods)}
+    return {**colors, REFERENCE: "#7f7f7f"}
+
+
+def _split_mean(values: dict, split: str) -> float | None:
+    parts = [values[f"{split}/{kind}"] for kind in KINDS if values[f"{split}/{kind}"] is not None]
+    return sum(parts) / len(parts) if parts else None
+
+
+def plot_tradeoff(board: Board, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    colors = method_colors(board)
+    for row in board.rows:
+        points = [(_split_mean(v, "forget"), _split_mean(v, "retain")) for v in (run_values(r.metrics) for r in row.ok)]
+        points = [(x, y) for x, y in points if x is not None and y is not None]
+        if not points:
+            continue
+        color = colors[row.method]
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        ax.scatter(xs, ys, s=14, alpha=0.45, color=color)
+        x, y = Stat(tuple(xs)), Stat(tuple(ys))
+        ax.errorbar(x.mean, y.mean, xerr=x.ci95 or 0, yerr=y.ci95 or 0, fmt="*" if row.method == REFERENCE else "o",
+                    markersize=10, capsize=3, color=color, label=f"{row.label} (n={len(points)})")
+    ax.set_xlabel("forget score, mean of 6 raw components (← lower = more forgotten)")
+    ax.set_ylabel("retain score, mean of 6 components (↑ higher = better kept)")
+    ax.set_title("Forget vs retain trade-off (best: top left)\ndots = seeds, bars = 95% CI over seeds", fontsize=10)
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_per_task(board: Board, path: Path) -> Path:
+    plt = _pyplot()
+    rows = [row for row in board.rows if row.ok]
+    colors = method_colors(board)
+    groups = [(task, kind) for task in TASKS for kind in KINDS]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    width = 0.8 / max(len(rows), 1)
+    for ax, split, better in zip(axes, ("forget", "retain"), ("lower is better", "higher is better")):
+        for index, row in enumerate(rows):
+            stats = [row.stats[f"{split}/{task}/{kind}"] for task, kind in groups]
+            xs = [g + (index - (len(rows) - 1) / 2) * width for g in range(len(groups))]
+            ax.bar(xs, [s.mean or 0 for s in stats], width, yerr=[s.ci95 or 0 for s in stats],
+                   capsize=2, label=row.label, color=colors[row.method])
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([f"{task}\n{kind}" for task, kind in groups], fontsize=8)
+        ax.set_title(f"{split} ({better})")
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("score (ROUGE-L recall / exact match)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(rows), 4), fontsize=8, bbox_to_anchor=(0.5, -0.06))
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def write_plots(board: Board, directory: Path) -> list[Path]:
+    """Write both plots into `directory` and return their paths."""
+    directory = Path(directory)
+    return [plot_tradeoff(board, directory / "tradeoff.png"), plot_per_task(board, directory / "per_task.png")]

@@ -1,0 +1,196 @@
+"""The run store: one directory per run, written so that nothing complete is ever lost.
+
+Layout of an output directory (`simu-bench run --out DIR`):
+
+    DIR/
+      run.json                  the last `simu-bench run` command (for the leaderboard header)
+      target/                   the reference row: the target before unlearning, stored like a run
+      <method>/seed<k>/         one run per method and seed
+        config.json             resolved configuration and its hash (written first)
+        environment.json        library versions, git revision, device, date
+        log.txt                 the run's log
+        metrics.json            the LUME metrics (schema of `simu-bench score`)
+        generations.jsonl       per-sample generations
+        mask.safetensors        SIMU's critical-neuron mask, where the method has one
+        timings.json            seconds per stage
+        status.json             written last: ok | diverged | crashed, with the error
+
+Every file is written to a temporary name and renamed into place, so a file is either complete
+or absent. `status.json` is the completion marker: a directory without it is an interrupted run
+and is redone from scratch. `ok` and `diverged` runs are final and skipped on a rerun (divergence
+is deterministic); `crashed` runs are retried. A run directory whose `config.json` hash differs
+from the config about to run is an error: results made with another config are never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from simu_bench.errors import UserError
+
+REFERENCE = "target"  # method name of the reference row (the target before unlearning)
+STATUSES = ("ok", "diverged", "crashed")
+FINAL_STATUSES = ("ok", "diverged")  # a rerun skips these; crashed runs are tried again
+# Files a run writes; a rerun of an interrupted run removes stale ones first.
+RUN_FILES = (
+    "config.json", "environment.json", "log.txt", "metrics.json", "generations.jsonl",
+    "mask.safetensors", "timings.json", "status.json",
+)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, value) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path):
+    """Read a JSON file of the store; a broken one (e.g. edited by hand) is a UserError."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}:{error.lineno}: malformed JSON ({error.msg}); delete the run directory to redo it") from None
+
+
+def config_hash(config: dict) -> str:
+    """A short, stable hash of a resolved config (canonical JSON: sorted keys, no spaces)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def check_writable(out: Path) -> None:
+    """Raise UserError unless `out` is, or can be created as, a writable directory.
+
+    Nothing is created: the nearest existing ancestor is checked instead, and a temporary file
+    probes it (and is removed) because `os.access` is always true for root.
+    """
+    out = Path(out)
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"output directory {out} cannot be created: {existing} is a file, not a directory; choose another --out")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UserError(f"output directory {out} is not writable ({error.strerror} in {existing}); choose another --out or fix its permissions") from None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory: `method` and `seed` (None for the reference row)."""
+
+    path: Path
+    method: str
+    seed: int | None
+
+    @classmethod
+    def at(cls, out: Path, method: str, seed: int | None) -> "Run":
+        path = Path(out) / method if seed is None else Path(out) / method / f"seed{seed}"
+        return cls(path, method, seed)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def status(self) -> dict | None:
+        """The status record, or None when the run is missing or was interrupted."""
+        path = self.file("status.json")
+        return read_json(path) if path.exists() else None
+
+    def is_done(self) -> bool:
+        status = self.status()
+        return status is not None and status.get("status") in FINAL_STATUSES
+
+    def check_config(self, config: dict) -> None:
+        """Raise UserError when this directory already holds a run made with another config."""
+        path = self.file("config.json")
+        if not path.exists():
+            return
+        stored = read_json(path)
+        if stored.get("hash") != config_hash(config):
+            raise UserError(
+                f"{self.path} holds a run made with another config (hash {stored.get('hash')} != "
+                f"{config_hash(config)}); use another --out, or delete {self.path} to redo it"
+            )
+
+    def begin(self, config: dict, environment: dict) -> None:
+        """Start (or restart) the run: clear stale outputs, then write config and environment."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            self.file(name).unlink(missing_ok=True)
+        atomic_write_json(self.file("config.json"), {"hash": config_hash(config), "config": config})
+        atomic_write_json(self.file("environment.json"), environment)
+
+    def write_json(self, name: str, value) -> None:
+        atomic_write_json(self.file(name), value)
+
+    def finish(self, status: str, error: str | None = None, **extra) -> None:
+        """Write `status.json`, the completion marker: always the last file of a run."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        record = {"status": status, "method": self.method, "seed": self.seed, "error": error, **extra}
+        atomic_write_json(self.file("status.json"), record)
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A finished run as the leaderboard reads it."""
+
+    method: str
+    seed: int | None
+    status: str
+    error: str | None
+    metrics: dict | None
+    timings: dict
+    path: Path
+
+
+def load_runs(out: Path) -> list[StoredRun]:
+    """Every finished run under `out` (reference and method runs), in a stable order.
+
+    Interrupted runs (no `status.json`) are left out: they hold no result.
+    """
+    out = Path(out)
+    if not out.is_dir():
+        raise UserError(f"run directory {out} does not exist; give the --out folder of a `simu-bench run`")
+    runs = []
+    for status_path in sorted(list(out.glob("*/status.json")) + list(out.glob("*/seed*/status.json"))):
+        status = read_json(status_path)
+        path = status_path.parent
+        metrics_path, timings_path = path / "metrics.json", path / "timings.json"
+        metrics = read_json(metrics_path) if status.get("status") == "ok" and metrics_path.exists() else None
+        runs.append(StoredRun(
+            method=status.get("method", path.name),
+            seed=status.get("seed"),
+            status=status.get("status", "crashed"),
+            error=status.get("error"),
+            metrics=metrics,
+            timings=read_json(timings_path) if timings_path.exists() else {},
+            path=path,
+        ))
+    return runs

@@ -1,0 +1,107 @@
+"""Leaderboard tables and plots from hand-made metrics files (no model needed)."""
+
+import csv
+import io
+import json
+import math
+
+import pytest
+
+from simu_bench.cli import main
+from simu_bench.leaderboard import REFERENCE_LABEL, build, render
+from simu_bench.plots import write_plots
+from simu_bench.store import Run
+
+
+def metrics(final, forget=0.1, retain=0.9, aggregate=0.8, mia=0.7, utility=0.6):
+    """A metrics JSON in the shared schema with every forget/retain component set to one value."""
+    split = lambda v: {t: {"regurgitation": v, "knowledge": v} for t in ("Task1", "Task2", "Task3")}
+    return {"components": {"forget": split(forget), "retain": split(retain)}, "task_aggregate": aggregate,
+            "mia": {"auc": 0.5, "score": mia}, "utility": {"name": "world_facts", "value": utility}, "final": final}
+
+
+def store(out, method, seed, status="ok", **values):
+    run = Run.at(out, method, seed)
+    run.begin({"method": method, "seed": seed}, {"device": "cpu"})
+    if status == "ok":
+        run.write_json("metrics.json", metrics(**values))
+    run.finish(status, error=None if status == "ok" else "loss became nan at step 3")
+
+
+@pytest.fixture
+def runs(tmp_path):
+    out = tmp_path / "runs"
+    store(out, "target", None, final=0.2, forget=1.0, retain=1.0, aggregate=0.0)
+    for seed, final in enumerate((0.1, 0.2, 0.3)):
+        store(out, "simu", seed, final=final, forget=0.05 * seed)
+    store(out, "so_graddiff", 0, final=0.5)
+    store(out, "so_graddiff", 1, status="diverged")
+    store(out, "fo_graddiff", 0, status="crashed")
+    return out
+
+
+def test_mean_and_t_interval_over_seeds(runs):
+    """simu finals 0.1, 0.2, 0.3: mean 0.2, s = 0.1, h = t(0.975, 2) * s / sqrt(3) = 4.3027 * 0.0577 = 0.2484."""
+    row = next(r for r in build(runs).rows if r.method == "simu")
+    assert row.stats["final"].mean == pytest.approx(0.2)
+    assert row.stats["final"].ci95 == pytest.approx(4.302652729749464 * 0.1 / math.sqrt(3))
+    assert row.cell("final") == "0.200 ± 0.248"
+    # forget regurgitation = mean over the three tasks, then over seeds: (0 + 0.05 + 0.1) / 3
+    assert row.stats["forget/regurgitation"].mean == pytest.approx(0.05)
+
+
+def test_rows_sorted_by_final_with_reference_and_failures(runs):
+    board = build(runs)
+    assert [r.label for r in board.rows] == ["so_graddiff", "target (before unlearning)", "simu", "fo_graddiff"]
+    so = board.rows[0]
+    assert so.stats["final"].values == (0.5,)  # the diverged seed is not averaged in as a zero
+    assert so.runs_text() == "1/2 (1 diverged)"
+    crashed = board.rows[-1]
+    assert crashed.cell("final") == "crashed" and crashed.runs_text() == "0/1 (1 crashed)"
+
+
+def test_markdown_has_both_tables_orientation_and_utility_name(runs):
+    text = render(build(runs), "md", ["simu-bench run --methods all"])
+    assert "`simu-bench run --methods all`" in text.splitlines()[2]
+    assert "utility (world_facts) ↑" in text and "forget regurgitation ↓" in text
+    assert REFERENCE_LABEL in text and "## The 12 components" in text
+    assert "forget Task2 knowledge ↓" in text and "retain Task3 regurgitation ↑" in text
+    assert "0.500" in text and "1.000" in text  # numbers are not re-parsed by tabulate
+
+
+def test_csv_json_latex_html(runs):
+    board = build(runs)
+    rows = list(csv.DictReader(io.StringIO(render(board, "csv"))))
+    simu = next(r for r in rows if r["method"] == "simu")
+    assert float(simu["final_mean"]) == pytest.approx(0.2) and float(simu["final_ci95"]) > 0
+    assert next(r for r in rows if r["method"] == "fo_graddiff")["final_mean"] == ""
+    data = json.loads(render(board, "json"))
+    simu = next(r for r in data["rows"] if r["method"] == "simu")
+    assert simu["metrics"]["final"]["values"] == [0.1, 0.2, 0.3]
+    assert any(c["key"] == "forget/regurgitation" and not c["higher_is_better"] for c in data["columns"])
+    latex = render(board, "latex")
+    assert r"$\pm$" in latex and r"so\_graddiff" in latex and r"$\uparrow$" in latex
+    html = render(board, "html")
+    assert html.count("<table>") == 2 and "±" in html
+
+
+def test_plots_are_png(runs, tmp_path):
+    paths = write_plots(build(runs), tmp_path / "plots")
+    assert [p.name for p in paths] == ["tradeoff.png", "per_task.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_leaderboard_command_writes_file_and_plots(runs, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["leaderboard", str(runs), "--output", str(out / "lb.md"), "--plots", str(out)]) == 0
+    assert "simu-bench leaderboard" in (out / "lb.md").read_text()
+    assert (out / "tradeoff.png").exists() and (out / "per_task.png").exists()
+    assert main(["leaderboard", str(runs), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("method,runs,final_mean")
+
+
+def test_leaderboard_of_missing_dir_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["leaderboard", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
