@@ -1,0 +1,318 @@
+"""Typed unlearning configs: YAML in, validated dataclasses out, with dotted overrides.
+
+A method's YAML (``baselines/fo_graddiff.yaml`` and friends) has the keys ``method``, ``gamma``,
+``optimizer``, ``train``, ``options`` (the method's own typed options, see
+`Unlearner.Options`) and ``reference`` (settings published for real 1B-7B models, in the same
+shape, applied with ``load_config(..., reference=True)``). Unknown keys and bad values are all
+collected and reported in one `UserError`, each naming the file and the key, before any model
+loads. Overrides are ``key.path=value`` strings whose value is read with ``yaml.safe_load``:
+
+    load_config("fo_graddiff", ["optimizer.lr=1e-5", "train.epochs=2"])
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simu_bench.errors import UserError
+
+OPTIMIZERS = ("adamw", "sophiag")
+TOP_LEVEL = ("method", "gamma", "optimizer", "train", "options", "reference")
+
+
+def setting(default, *, ge=None, gt=None, lt=None, le=None, choices=None, doc=""):
+    """A dataclass field with its valid range, checked by `validate`."""
+    meta = dict(ge=ge, gt=gt, lt=lt, le=le, choices=choices, doc=doc)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class OptimizerConfig:
+    """Which optimizer and its settings (the optimizer is configuration, not a method)."""
+
+    name: str = setting("adamw", choices=OPTIMIZERS, doc="adamw | sophiag")
+    lr: float = setting(5e-6, ge=0.0, doc="peak learning rate")
+    weight_decay: float = setting(0.1, ge=0.0, doc="decoupled; never applied to 1-d weights")
+    betas: tuple[float, float] = setting((0.9, 0.999), ge=0.0, lt=1.0, doc="(beta1, beta2)")
+    eps: float = setting(1e-8, gt=0.0, doc="adamw only")
+    rho: float = setting(0.04, gt=0.0, doc="sophiag only")
+    variant: str = setting("soul", choices=("soul", "gnb"), doc="sophiag only")
+    bs: float = setting(5120.0, gt=0.0, doc="sophiag only: curvature scale")
+    hessian_interval: int = setting(10, ge=1, doc="sophiag gnb only: steps between refreshes")
+
+
+@dataclass
+class TrainConfig:
+    """The unlearning loop: epochs over the forget set, each example paired with a retain one."""
+
+    epochs: int = setting(5, ge=1)
+    batch_size: int = setting(1, ge=1, doc="forget examples per micro-batch")
+    grad_accum_steps: int = setting(4, ge=1, doc="micro-batches per optimizer step")
+    max_grad_norm: float = setting(1.0, gt=0.0, doc="gradient-norm clip")
+    warmup_ratio: float = setting(0.1, ge=0.0, le=1.0, doc="share of steps of linear warm-up")
+    max_length: int = setting(512, ge=2, doc="tokens per example (prompt + answer + eos)")
+    max_steps: int | None = setting(None, ge=1, doc="stop after this many optimizer steps")
+
+
+@dataclass
+class NoOptions:
+    """A method without options of its own."""
+
+
+@dataclass
+class UnlearnConfig:
+    """Everything one unlearning run needs besides the model, the data and the seed."""
+
+    method: str
+    gamma: float = setting(1.0, ge=0.0, doc="GradDiff: weight of the retain loss")
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    options: Any = field(default_factory=NoOptions)
+    source: str = field(default="", compare=False)  # the YAML it came from
+
+    def to_dict(self) -> dict:
+        """A plain dict (for result files); ``options`` as its fields."""
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        data["optimizer"]["betas"] = list(self.optimizer.betas)
+        return data
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def method_config_path(method: str) -> Path:
+    """The shipped YAML of a registered method."""
+    from simu_bench import registry
+
+    return registry.config_path(method)
+
+
+def load_config(
+    source: str | Path | dict,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    reference: bool = False,
+) -> UnlearnConfig:
+    """Load, override and validate a config; raise one `UserError` listing every problem.
+
+    ``source`` is a registered method name (its shipped YAML), a YAML path, or a mapping.
+    ``reference=True`` applies the file's ``reference`` block (settings for real 1B-7B models).
+    """
+    if isinstance(source, dict):
+        raw, where = copy.deepcopy(source), "<config>"
+    else:
+        path = Path(source)
+        if not path.suffix and not path.exists():
+            path = method_config_path(str(source))
+        where = str(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"config {where} not found; give a method name or a YAML file") from None
+        except yaml.YAMLError as error:
+            raise UserError(f"config {where} is not valid YAML: {' '.join(str(error).split())}") from None
+        if raw is None:
+            raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a mapping of keys to values at the top, got {type(raw).__name__}")
+    problems: list[str] = []
+    raw = _apply_overrides(raw, overrides, where, problems)
+    ref = raw.pop("reference", None)
+    if ref is not None and not isinstance(ref, dict):
+        problems.append(f"{where}: reference: expected a mapping, got {ref!r}")
+        ref = None
+    ref = dict(ref or {})
+    ref.pop("source", None)  # where the reference settings come from: text only
+    config = _build_config(raw, where, "", problems)
+    # The reference block is validated even when unused so that it cannot rot.
+    merged = _deep_merge(raw, ref)
+    ref_config = _build_config(merged, where, "reference.", problems) if ref else config
+    if problems:
+        head = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+        raise UserError(f"{head} in config: " + "; ".join(problems))
+    return ref_config if reference else config
+
+
+def parse_override(text: str, where: str = "--set") -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into (["a", "b"], yaml.safe_load(value))."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise UserError(f"{where}: {text!r} is not KEY=VALUE; write e.g. optimizer.lr=1e-5")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def _apply_overrides(raw: dict, overrides, where: str, problems: list[str]) -> dict:
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {} if key not in node else node[key]
+            if not isinstance(node[key], dict):
+                problems.append(f"--set {text}: {key} is not a section")
+                break
+            node = node[key]
+        else:
+            node[keys[-1]] = value
+    return raw
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _build_config(raw: dict, where: str, prefix: str, problems: list[str]) -> UnlearnConfig:
+    from simu_bench import registry
+
+    unknown = [key for key in raw if key not in TOP_LEVEL]
+    for key in unknown:
+        problems.append(f"{where}: {prefix}{key}: unknown key; expected one of {', '.join(TOP_LEVEL)}")
+    method = raw.get("method")
+    options_type: type = NoOptions
+    if not isinstance(method, str) or not method:
+        problems.append(f"{where}: {prefix}method: missing; expected a method name, e.g. fo_graddiff")
+        method = ""
+    else:
+        try:
+            options_type = registry.get(method).Options
+        except UserError as error:
+            problems.append(f"{where}: {prefix}method: {error}")
+    values = {"method": method}
+    if "gamma" in raw:
+        values["gamma"] = _check_value(UnlearnConfig, "gamma", raw["gamma"], where, prefix, problems)
+    values["optimizer"] = _build(OptimizerConfig, raw.get("optimizer", {}), where, prefix + "optimizer.", problems)
+    values["train"] = _build(TrainConfig, raw.get("train", {}), where, prefix + "train.", problems)
+    values["options"] = _build(options_type, raw.get("options", {}), where, prefix + "options.", problems)
+    return UnlearnConfig(**{k: v for k, v in values.items() if v is not _BAD}, source=where)
+
+
+_BAD = object()
+
+
+def _build(cls: type, raw: Any, where: str, prefix: str, problems: list[str]):
+    """Instantiate dataclass ``cls`` from mapping ``raw``; record problems, fall back to defaults."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: {prefix.rstrip('.')}: expected a mapping, got {raw!r}")
+        raw = {}
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            from simu_bench.errors import did_you_mean
+
+            problems.append(f"{where}: {prefix}{key}: unknown key{did_you_mean(str(key), names)}")
+    values = {}
+    for name in names:
+        if name in raw:
+            value = _check_value(cls, name, raw[name], where, prefix, problems)
+            if value is not _BAD:
+                values[name] = value
+    try:
+        return cls(**values)
+    except TypeError as error:  # a required option without default
+        problems.append(f"{where}: {prefix.rstrip('.')}: {error}")
+        return None
+
+
+def _check_value(cls: type, name: str, value: Any, where: str, prefix: str, problems: list[str]):
+    """Coerce ``value`` to the declared type of ``cls.name`` and check its range."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    hint = typing.get_type_hints(cls)[name]
+    key = f"{where}: {prefix}{name}"
+    meta = f.metadata
+    try:
+        coerced = _coerce(hint, value)
+    except (TypeError, ValueError) as error:
+        problems.append(f"{key}: got {value!r}, expected {error}")
+        return _BAD
+    for item in coerced if isinstance(coerced, tuple) else (coerced,):
+        expectation = _out_of_range(item, meta)
+        if expectation:
+            problems.append(f"{key}: got {value!r}, expected {expectation}")
+            return _BAD
+    return coerced
+
+
+def _coerce(hint, value):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise TypeError(f"a list of {len(args)} values")
+        return tuple(_coerce(a, v) for a, v in zip(args, value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("an integer")
+        return value
+    if hint is float:
+        # PyYAML reads "1e-5" (no dot) as a string; accept any text float() understands.
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError("a number")
+        try:
+            number = float(value)
+        except ValueError:
+            raise TypeError("a number") from None
+        if not math.isfinite(number):
+            raise ValueError("a finite number")
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError("a string")
+        return value
+    return value  # untyped (Any): taken as is
+
+
+def _out_of_range(value, meta) -> str:
+    if value is None:
+        return ""
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        return f"one of {', '.join(map(str, choices))}"
+    bounds = []
+    for op, text, test in (
+        ("ge", ">=", lambda v, b: v >= b),
+        ("gt", ">", lambda v, b: v > b),
+        ("le", "<=", lambda v, b: v <= b),
+        ("lt", "<", lambda v, b: v < b),
+    ):
+        bound = meta.get(op)
+        if bound is not None:
+            bounds.append(f"{text} {bound}")
+            if not test(value, bound):
+                return "a value " + " and ".join(
+                    f"{t} {meta[o]}" for o, t in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                    if meta.get(o) is not None
+                )
+    return ""

@@ -1,0 +1,52 @@
+"""Losses shared by the unlearning methods.
+
+- `answer_nll`: CE, the mean next-token cross-entropy over the answer tokens of a batch.
+- `graddiff`: GradDiff = -CE(forget) + gamma * CE(retain).
+- `sampled_label_loss`: CE against labels sampled from the model's own logits, whose gradient
+  feeds Sophia-G's Gauss-Newton-Bartlett curvature estimate.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from simu_bench.pairing import IGNORE, Encoded, PairedBatch
+
+
+def _logits(model: torch.nn.Module, batch: Encoded) -> torch.Tensor:
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    return out.logits[:, :-1]  # (batch, seq - 1, vocab): position t predicts token t + 1
+
+
+def answer_nll(model: torch.nn.Module, batch: Encoded) -> torch.Tensor:
+    """Mean next-token cross-entropy over all answer tokens of the batch (a scalar)."""
+    logits = _logits(model, batch)
+    targets = batch.labels[:, 1:]  # (batch, seq - 1)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE)
+
+
+@torch.no_grad()
+def example_nll(model: torch.nn.Module, batch: Encoded) -> torch.Tensor:
+    """Mean answer-token NLL per example, shape (batch,)."""
+    logits = _logits(model, batch).float()
+    targets = batch.labels[:, 1:]
+    nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+    counts = (targets != IGNORE).sum(dim=1).clamp(min=1)
+    return nll.sum(dim=1) / counts
+
+
+def graddiff(model: torch.nn.Module, batch: PairedBatch, gamma: float) -> torch.Tensor:
+    """GradDiff: -CE(forget) + gamma * CE(retain); minimising it ascends on the forget set."""
+    return -answer_nll(model, batch.forget) + gamma * answer_nll(model, batch.retain)
+
+
+def sampled_label_loss(model: torch.nn.Module, batch: Encoded, generator: torch.Generator) -> torch.Tensor:
+    """CE of the answer positions against labels drawn from the model's own distribution."""
+    logits = _logits(model, batch)  # (batch, seq - 1, vocab)
+    keep = batch.labels[:, 1:] != IGNORE  # (batch, seq - 1)
+    chosen = logits[keep].float()  # (answer tokens, vocab)
+    with torch.no_grad():
+        probs = torch.softmax(chosen, dim=-1)
+        sampled = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(chosen.device)
+    return F.cross_entropy(chosen, sampled)

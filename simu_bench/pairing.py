@@ -1,0 +1,117 @@
+"""Forget/retain pairing and tokenisation for unlearning.
+
+Each forget example is paired with a random retain example; both are tokenised the way the
+target was trained, ``input + " " + output + eos``, with the prompt tokens masked out of the
+labels (-100) so that losses cover the answer (and its eos) only. Batches are right-padded.
+All randomness comes from one seeded ``torch.Generator`` owned by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from simu_bench.data import Example
+from simu_bench.errors import UserError
+
+IGNORE = -100  # label of tokens that no loss sees (prompt, padding)
+
+
+@dataclass
+class Encoded:
+    """A right-padded batch: all tensors (batch, seq)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device) -> "Encoded":
+        return Encoded(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels)))
+
+
+@dataclass
+class PairedBatch:
+    """``forget[i]`` is paired with ``retain[i]``; the examples are kept for hooks."""
+
+    forget: Encoded
+    retain: Encoded
+    forget_examples: tuple[Example, ...] = ()
+    retain_examples: tuple[Example, ...] = ()
+
+    def parts(self) -> tuple[Encoded, Encoded]:
+        return self.forget, self.retain
+
+
+def encode_example(tokenizer, example: Example, max_length: int) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one example; labels are -100 on the prompt.
+
+    The prompt is tokenised with the tokenizer's defaults (as at generation time), the full
+    text ``input + " " + output`` likewise, then eos is appended. If a token straddles the
+    prompt/answer boundary the shared prefix decides where the answer starts.
+    """
+    prompt = tokenizer(example.input)["input_ids"]
+    full = list(tokenizer(example.input + " " + example.output)["input_ids"])
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise UserError("the tokenizer has no eos token; unlearning needs one to end answers")
+    if not full or full[-1] != eos:
+        full.append(eos)
+    start = 0
+    while start < min(len(prompt), len(full) - 1) and prompt[start] == full[start]:
+        start += 1
+    full = full[:max_length]
+    labels = [IGNORE] * min(start, len(full)) + full[start:]
+    return full, labels
+
+
+def collate(tokenizer, examples: Sequence[Example], max_length: int) -> Encoded:
+    """Tokenise and right-pad ``examples`` into one `Encoded` batch."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = [encode_example(tokenizer, e, max_length) for e in examples]
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for i, (ids, labs) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention[i, : len(ids)] = 1
+        labels[i, : len(labs)] = torch.tensor(labs)
+    return Encoded(input_ids, attention, labels)
+
+
+def pair(forget: Sequence[Example], retain: Sequence[Example], generator: torch.Generator) -> list[tuple[Example, Example]]:
+    """Shuffle the forget examples and give each a random retain partner.
+
+    Partners are drawn without replacement while the retain set lasts (a fresh permutation
+    every ``len(retain)`` pairs), so a 1:1 forget/retain split uses every retain example once.
+    """
+    if not forget or not retain:
+        raise UserError(
+            f"unlearning needs forget and retain examples; got {len(forget)} forget and "
+            f"{len(retain)} retain; check the data directory"
+        )
+    order = torch.randperm(len(forget), generator=generator).tolist()
+    rounds = math.ceil(len(forget) / len(retain))
+    partners = torch.cat([torch.randperm(len(retain), generator=generator) for _ in range(rounds)]).tolist()
+    return [(forget[i], retain[partners[k]]) for k, i in enumerate(order)]
+
+
+def batches(
+    tokenizer,
+    forget: Sequence[Example],
+    retain: Sequence[Example],
+    *,
+    batch_size: int,
+    max_length: int,
+    generator: torch.Generator,
+) -> Iterator[PairedBatch]:
+    """One epoch of paired batches (the last one may be smaller)."""
+    pairs = pair(forget, retain, generator)
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        f = tuple(p[0] for p in chunk)
+        r = tuple(p[1] for p in chunk)
+        yield PairedBatch(collate(tokenizer, f, max_length), collate(tokenizer, r, max_length), f, r)
