@@ -1,0 +1,151 @@
+"""The `simu` unlearner: GradDiff with SophiaG on the attention projections and critical neurons.
+
+Paper: SIMU: Selective Influence Machine Unlearning (Agarwal, Pamnani, Hakkani-Tur; NeurIPS 2025
+COML workshop; arXiv 2510.07822), on top of SO-GradDiff (SOUL, arXiv 2404.18239).
+
+1. `prepare`: integrated-gradients scores of every MLP unit for the forget and the retain set
+   (`simu_bench.simu.attribution`), then the critical-neuron mask (`simu_bench.simu.masks`):
+   C_f, C_r and the units the strategy keeps (`dual`: all of C_f; `forget_only`: C_f - C_r).
+   A mask saved by an earlier run (`options.mask_path`) replaces this step.
+2. Training: loss = -CE(forget) + gamma * CE(retain), SophiaG (SOUL's step). Trained: every
+   attention projection in full and, in each layer's down projection, only the weights of the
+   selected units (nn.Linear: columns weight[:, j]; GPT-2 Conv1D: rows weight[j, :]).
+   Everything else is frozen (requires_grad False), the down projection's bias included.
+   The unit mask M is applied at every SophiaG step to momentum, curvature and weights,
+   x = M * x_new + (1 - M) * x_old, so frozen coordinates keep their values bit for bit and
+   weight decay never moves them; their gradients are also zeroed before clipping, so that
+   the clipped norm is the norm of what trains.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from simu_bench import losses
+from simu_bench.config import setting
+from simu_bench.errors import UserError
+from simu_bench.simu import attribution
+from simu_bench.simu.masks import MODES, STRATEGIES, CriticalMask, build_mask
+from simu_bench.unlearner import Unlearner
+
+
+@dataclass
+class SimuOptions:
+    """SIMU's own settings (the `options` block of simu.yaml)."""
+
+    t: float = setting(0.5, gt=0.0, le=1.0, doc="threshold: fraction of the layer's max score; top_fraction: share of units")
+    m: int = setting(3, ge=1, doc="integrated-gradients steps from zero to the activation")
+    strategy: str = setting("dual", choices=STRATEGIES, doc="dual: all of C_f | forget_only: C_f minus C_r")
+    mode: str = setting("threshold", choices=MODES, doc="threshold (score >= t * layer max) | top_fraction")
+    attribution_batch_size: int = setting(8, ge=1, doc="examples per attribution pass (times (m-1)*L+1 copies)")
+    copies_per_pass: int | None = setting(None, ge=1, doc="split the attribution copies over passes to save memory")
+    mask_path: str | None = setting(None, doc="load this mask.safetensors instead of computing one")
+
+
+class Simu(Unlearner):
+    """SIMU: GradDiff + SophiaG restricted to attention and the critical MLP neurons."""
+
+    name = "simu"
+    paper = "SIMU: Selective Influence Machine Unlearning (arXiv 2510.07822)"
+    Options = SimuOptions
+    config_resource = ("simu_bench.simu", "simu.yaml")
+
+    def __init__(self, config):
+        super().__init__(config)
+        if config.optimizer.name != "sophiag":
+            raise UserError(
+                f"{config.source or 'simu config'}: optimizer.name: got {config.optimizer.name!r}, "
+                f"expected 'sophiag' (SIMU masks SophiaG's momentum, curvature and weights)"
+            )
+        self.mask: CriticalMask | None = None
+        self.attribution_seconds = 0.0
+        self._projections: list[attribution.DownProjection] = []
+        self._unit_masks: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+
+    # -- step 1: the mask ---------------------------------------------------------------------
+
+    def prepare(self, model, tokenizer, data) -> None:
+        self._projections = attribution.down_projections(model)
+        started = time.perf_counter()
+        if self.options.mask_path:
+            self.mask = CriticalMask.load(self.options.mask_path)
+            self._check_loaded(model)
+        else:
+            kwargs = dict(m=self.options.m, batch_size=self.options.attribution_batch_size,
+                          copies_per_pass=self.options.copies_per_pass, max_length=self.config.train.max_length)
+            forget = attribution.attribute(model, tokenizer, data.forget, **kwargs)
+            retain = attribution.attribute(model, tokenizer, data.retain, **kwargs)
+            self.mask = build_mask(forget, retain, strategy=self.options.strategy, mode=self.options.mode,
+                                   t=self.options.t, m=self.options.m, family=attribution.model_family(model))
+        self.attribution_seconds = time.perf_counter() - started
+
+    def _check_loaded(self, model) -> None:
+        expected = (len(self._projections), self._projections[0].units)
+        family = attribution.model_family(model)
+        if tuple(self.mask.selected.shape) != expected or self.mask.family != family:
+            raise UserError(
+                f"options.mask_path {self.options.mask_path}: mask of a {self.mask.family!r} model with "
+                f"(layers, units) {tuple(self.mask.selected.shape)}; this {family!r} model has {expected}; "
+                f"use a mask saved by a run on the same target, or remove mask_path to compute one"
+            )
+
+    def save_mask(self, path) -> None:
+        """Write the mask of this run (`mask.safetensors` in the run store) to `path`."""
+        if self.mask is None:
+            raise RuntimeError("Simu.save_mask: no mask yet; prepare() computes it")
+        self.mask.save(path)
+
+    # -- step 2: masked second-order GradDiff -------------------------------------------------
+
+    def parameters_to_train(self, model):
+        family = attribution.model_family(model)
+        layers_path, _ = attribution.FAMILIES[family]
+        attention_name = attribution.ATTENTION[family]
+        chosen = []
+        self._unit_masks = []
+        for index, layer in enumerate(model.get_submodule(layers_path)):
+            attention = layer.get_submodule(attention_name)
+            for module in attention.modules():  # projections only: OLMo-2's q/k norms stay frozen
+                if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
+                    chosen.extend(module.parameters(recurse=False))
+            projection = self._projections[index]
+            units = self.mask.selected[index].to(projection.weight.device)  # (d_ff,) bool
+            if units.any():
+                # (1, d_ff) selects columns of a Linear (d_model, d_ff); (d_ff, 1) rows of a Conv1D.
+                shape = (1, -1) if projection.unit_dim == 1 else (-1, 1)
+                chosen.append(projection.weight)
+                self._unit_masks.append((projection.weight, units.view(shape)))
+        names = {id(p): n for n, p in model.named_parameters()}
+        return [(names[id(p)], p) for p in chosen]
+
+    def loss(self, model, batch):
+        return losses.graddiff(model, batch, self.config.gamma)
+
+    def on_train_start(self, state) -> None:
+        for weight, units in self._unit_masks:
+            state.optimizer.set_mask(weight, units)
+
+    def before_step(self, state) -> None:
+        for weight, units in self._unit_masks:
+            if weight.grad is not None:
+                weight.grad.mul_(units)
+
+    def summary(self) -> dict:
+        if self.mask is None:
+            return {}
+        report = self.mask.report()
+        units = self.mask.selected.numel()
+        return {
+            "mask": {
+                "strategy": self.mask.strategy, "mode": self.mask.mode, "t": self.mask.t, "m": self.mask.m,
+                "family": self.mask.family, "loaded_from": self.options.mask_path,
+                "selected": int(self.mask.selected.sum()), "forget_critical": int(self.mask.forget_critical.sum()),
+                "retain_critical": int(self.mask.retain_critical.sum()), "dual": int(self.mask.dual.sum()),
+                "fraction_selected": float(self.mask.selected.sum()) / units,
+                "per_layer": report,
+            },
+            "attribution_seconds": round(self.attribution_seconds, 3),
+        }
