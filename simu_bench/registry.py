@@ -15,6 +15,7 @@ from simu_bench.errors import UserError, did_you_mean
 METHODS: dict[str, str] = {
     "fo_graddiff": "simu_bench.baselines.fo_graddiff:FOGradDiff",
     "so_graddiff": "simu_bench.baselines.so_graddiff:SOGradDiff",
+    "simu": "simu_bench.simu.method:Simu",
 }
 
 
