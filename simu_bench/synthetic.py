@@ -112,7 +112,7 @@ class _Fresh:
         return self.draw(lambda: "-".join("".join(self.rng.choice("0123456789") for _ in range(n)) for n in groups))
 
     def date(self) -> tuple[int, int, int]:
-        value = self.draw(lambda: f"{self.rng.randint(1940, 1999)}-{self.rng.randint(1, 12):02d}-{self.rng.randint(1, 28):02d}")
+        value = self.draw(lambda: f"{self.rng.randint(1940, 1985)}-{self.rng.randint(1, 12):02d}-{self.rng.randint(1, 28):02d}")
         year, month, day = (int(part) for part in value.split("-"))
         return year, month, day
 
@@ -160,13 +160,15 @@ def _biography(fresh: _Fresh, rng: random.Random) -> dict:
     name = f"{fresh.word(2)} {fresh.word(3)}"
     year, month, day = fresh.date()
     he, profession, town, prize = rng.choice(("He", "She")), rng.choice(_PROFESSIONS), fresh.word(3), fresh.word(3)
+    article = "an" if profession[0] in "aeiou" else "a"
     sc_input = (
-        f"{name} (born {day} {_MONTHS[month - 1]} {year}) is a {profession} from {town}. "
+        f"{name} (born {day} {_MONTHS[month - 1]} {year}) is {article} {profession} from {town}. "
         f"{he} studied {rng.choice(_SUBJECTS)} at the University of {fresh.word(3)}."
     )
-    sc_output = f"In {year + rng.randint(25, 40)}, {he.lower()} received the {prize} Medal for work on {rng.choice(_WORKS)}."
+    sc_output = f"In {year + rng.randint(25, 38)}, {he.lower()} received the {prize} Medal for work on {rng.choice(_WORKS)}."
     questions = [(f"Which {profession} from {town} received the {prize} Medal?", name)]
-    return {"id": str(fresh.draw(lambda: str(rng.randint(10_000_000, 99_999_999)))), "sc": (sc_input, sc_output), "qa": questions}
+    numeric_id = fresh.draw(lambda: str(rng.randint(10_000_000, 99_999_999)))  # like LUME's Task3 ids
+    return {"id": numeric_id, "sc": (sc_input, sc_output), "qa": questions}
 
 
 _MAKERS = {"Task1": _story, "Task2": _personal, "Task3": _biography}
