@@ -110,112 +110,125 @@ def run(
     callbacks: tuple = (),
 ) -> UnlearnResult:
     """Unlearn ``data.forget`` from ``model`` in place, keeping ``data.retain``; see the module doc."""
-    cfg = unlearner.config
-    train = cfg.train
     started = time.perf_counter()
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        unlearner.prepare(model, tokenizer, data)
-        named = [(n, p) for n, p in unlearner.parameters_to_train(model)]
-        trained = {id(p) for _, p in named}
-        flags = {name: p.requires_grad for name, p in model.named_parameters()}
-        for _, p in model.named_parameters():
-            p.requires_grad_(id(p) in trained)
-        params = [p for _, p in named]
-        optimizer = unlearner.build_optimizer(named)
-        total = count_steps(len(data.forget), train)
-        scheduler = get_linear_schedule_with_warmup(optimizer, round(train.warmup_ratio * total), total)
-        state = LoopState(model, tokenizer, optimizer, scheduler, generator, total)
-        hooks = [unlearner]
-        if getattr(optimizer, "hessian_interval", None):
-            hooks.append(CurvatureRefresh(optimizer))
-        hooks.extend(callbacks)
-        was_training = model.training
-        model.train()
-        status, message, step_losses = "ok", "", []
+        session = Session(unlearner, model, tokenizer, data, seed=seed, callbacks=callbacks)
         try:
-            status, message = _train(unlearner, state, data, hooks, params, step_losses, device, progress)
+            status, message = session.train(progress)
         finally:
-            model.train(was_training)
-            for name, p in model.named_parameters():
-                p.requires_grad_(flags[name])
-            optimizer.zero_grad(set_to_none=True)
+            session.close()
     return UnlearnResult(
         method=unlearner.name,
         status=status,
         message=message,
-        losses=step_losses,
-        steps=state.step,
+        losses=session.losses,
+        steps=session.state.step,
         seconds=time.perf_counter() - started,
         summary=unlearner.summary(),
     )
 
 
-def _train(unlearner, state: LoopState, data, hooks, params, step_losses, device, progress) -> tuple[str, str]:
-    train = unlearner.config.train
-    name = unlearner.name
-    _call(hooks, "on_train_start", state)
-    bar = tqdm(total=state.total_steps, desc=name, disable=not progress, leave=False)
-    try:
-        for epoch in range(train.epochs):
-            state.epoch = epoch
-            stream = pairing.batches(
-                state.tokenizer, data.forget, data.retain,
-                batch_size=train.batch_size, max_length=train.max_length, generator=state.generator,
-            )
-            group: list = []
-            for batch in stream:
-                group.append(batch)
-                if len(group) < train.grad_accum_steps:
-                    continue
-                outcome = _step(unlearner, state, group, hooks, params, step_losses, device, bar)
-                group = []
-                if outcome:
-                    return "diverged", f"{name}: {outcome}"
-                if state.step >= state.total_steps:
-                    return "ok", ""
-            if group:  # the epoch's last, shorter accumulation group
-                outcome = _step(unlearner, state, group, hooks, params, step_losses, device, bar)
-                if outcome:
-                    return "diverged", f"{name}: {outcome}"
-                if state.step >= state.total_steps:
-                    return "ok", ""
+class Session:
+    """The set-up and the steps of one run; `run` is the way to use it.
+
+    Creating a session calls ``prepare``, freezes what the unlearner does not train, builds the
+    optimizer and schedule and calls ``on_train_start``; `close` restores ``requires_grad`` and
+    the train/eval mode and calls ``on_train_end``.
+    """
+
+    def __init__(self, unlearner: Unlearner, model, tokenizer, data, *, seed: int = 0, callbacks=()):
+        self.unlearner, self.data = unlearner, data
+        self.train_cfg = unlearner.config.train
+        self.device = next(model.parameters()).device
+        self.losses: list[float] = []
+        unlearner.prepare(model, tokenizer, data)
+        named = list(unlearner.parameters_to_train(model))
+        trained = {id(p) for _, p in named}
+        self._flags = {name: p.requires_grad for name, p in model.named_parameters()}
+        for _, p in model.named_parameters():
+            p.requires_grad_(id(p) in trained)
+        self.params = [p for _, p in named]
+        optimizer = unlearner.build_optimizer(named)
+        total = count_steps(len(data.forget), self.train_cfg)
+        scheduler = get_linear_schedule_with_warmup(optimizer, round(self.train_cfg.warmup_ratio * total), total)
+        generator = torch.Generator().manual_seed(seed)
+        self.state = LoopState(model, tokenizer, optimizer, scheduler, generator, total)
+        self.hooks = [unlearner]
+        if getattr(optimizer, "hessian_interval", None):
+            self.hooks.append(CurvatureRefresh(optimizer))
+        self.hooks.extend(callbacks)
+        self._was_training = model.training
+        model.train()
+        _call(self.hooks, "on_train_start", self.state)
+
+    def train(self, progress: bool = True) -> tuple[str, str]:
+        """All epochs; return (status, message)."""
+        train, state = self.train_cfg, self.state
+        name = self.unlearner.name
+        with tqdm(total=state.total_steps, desc=name, disable=not progress, leave=False) as bar:
+            for epoch in range(train.epochs):
+                state.epoch = epoch
+                group: list = []
+                stream = pairing.batches(
+                    state.tokenizer, self.data.forget, self.data.retain,
+                    batch_size=train.batch_size, max_length=train.max_length, generator=state.generator,
+                )
+                for index, batch in enumerate(stream):
+                    group.append(batch)
+                    last = (index + 1) * train.batch_size >= len(self.data.forget)
+                    if len(group) < train.grad_accum_steps and not last:
+                        continue
+                    problem = self.step(group)
+                    group = []
+                    if problem:
+                        return "diverged", f"{name}: {problem}"
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{state.loss:.4f}")
+                    if state.step >= state.total_steps:
+                        return "ok", ""
         return "ok", ""
-    finally:
-        bar.close()
-        _call(hooks, "on_train_end", state)
 
-
-def _step(unlearner, state: LoopState, group, hooks, params, step_losses, device, bar) -> str:
-    """One optimizer step over the micro-batches in ``group``; return a divergence message or ''."""
-    total = 0.0
-    where = f"step {state.step + 1} (epoch {state.epoch + 1})"
-    advice = "the model is left as after the previous step; lower optimizer.lr or gamma"
-    for batch in group:
-        batch = pairing.PairedBatch(batch.forget.to(device), batch.retain.to(device),
-                                    batch.forget_examples, batch.retain_examples)
-        state.batch = batch
-        loss = unlearner.loss(state.model, batch) / len(group)
-        value = loss.item()
-        if not math.isfinite(value):
+    def step(self, group: list) -> str:
+        """One optimizer step over the micro-batches in ``group``; a divergence message or ''."""
+        state, unlearner = self.state, self.unlearner
+        total = 0.0
+        where = f"step {state.step + 1} (epoch {state.epoch + 1})"
+        advice = "the model is left as after the previous step; lower optimizer.lr or gamma"
+        for batch in group:
+            if self.device.type != "cpu":
+                batch = pairing.PairedBatch(batch.forget.to(self.device), batch.retain.to(self.device),
+                                            batch.forget_examples, batch.retain_examples)
+            state.batch = batch
+            loss = unlearner.loss(state.model, batch) / len(group)
+            value = loss.item()
+            if not math.isfinite(value):
+                state.optimizer.zero_grad(set_to_none=True)
+                return f"non-finite loss ({value}) at {where}; {advice}"
+            loss.backward()
+            total += value
+        state.loss = total
+        _call(self.hooks, "before_step", state)
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.train_cfg.max_grad_norm))
+        if not math.isfinite(norm):
             state.optimizer.zero_grad(set_to_none=True)
-            return f"non-finite loss ({value}) at {where}; {advice}"
-        loss.backward()
-        total += value
-    state.loss = total
-    _call(hooks, "before_step", state)
-    norm = torch.nn.utils.clip_grad_norm_(params, unlearner.config.train.max_grad_norm)
-    if not math.isfinite(norm.item()):
+            return f"non-finite gradient norm ({norm}) at {where}; {advice}"
+        state.optimizer.step()
+        state.scheduler.step()
         state.optimizer.zero_grad(set_to_none=True)
-        return f"non-finite gradient norm ({norm.item()}) at {where}; {advice}"
-    state.optimizer.step()
-    state.scheduler.step()
-    state.optimizer.zero_grad(set_to_none=True)
-    state.step += 1
-    step_losses.append(total)
-    bar.update(1)
-    bar.set_postfix(loss=f"{total:.4f}")
-    _call(hooks, "after_step", state)
-    return ""
+        state.step += 1
+        self.losses.append(total)
+        _call(self.hooks, "after_step", state)
+        return ""
+
+    def close(self) -> None:
+        """Call ``on_train_end`` and give the model back as it was set up (weights aside)."""
+        state = self.state
+        try:
+            _call(self.hooks, "on_train_end", state)
+        finally:
+            state.optimizer.zero_grad(set_to_none=True)
+            state.model.train(self._was_training)
+            for name, p in state.model.named_parameters():
+                p.requires_grad_(self._flags[name])

@@ -48,23 +48,20 @@ class PairedBatch:
 def encode_example(tokenizer, example: Example, max_length: int) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one example; labels are -100 on the prompt.
 
-    The prompt is tokenised with the tokenizer's defaults (as at generation time), the full
-    text ``input + " " + output`` likewise, then eos is appended. If a token straddles the
-    prompt/answer boundary the shared prefix decides where the answer starts.
+    The prompt is tokenised with the tokenizer's defaults (as at generation time, so a BOS is
+    kept where the tokenizer adds one), the answer ``" " + output`` without special tokens,
+    then eos: the same ids the embedded target was trained on (`simu_bench.finetune`).
     """
-    prompt = tokenizer(example.input)["input_ids"]
-    full = list(tokenizer(example.input + " " + example.output)["input_ids"])
     eos = tokenizer.eos_token_id
     if eos is None:
         raise UserError("the tokenizer has no eos token; unlearning needs one to end answers")
-    if not full or full[-1] != eos:
-        full.append(eos)
-    start = 0
-    while start < min(len(prompt), len(full) - 1) and prompt[start] == full[start]:
-        start += 1
-    full = full[:max_length]
-    labels = [IGNORE] * min(start, len(full)) + full[start:]
-    return full, labels
+    prompt = list(tokenizer(example.input)["input_ids"])
+    if len(prompt) > 1 and prompt[-1] == eos:  # tokenizers that append eos to every text
+        prompt.pop()
+    answer = tokenizer(" " + example.output, add_special_tokens=False)["input_ids"]
+    ids = (prompt + list(answer) + [eos])[:max_length]
+    labels = ([IGNORE] * len(prompt) + list(answer) + [eos])[:max_length]
+    return ids, labels
 
 
 def collate(tokenizer, examples: Sequence[Example], max_length: int) -> Encoded:
