@@ -16,6 +16,13 @@ from simu_bench.errors import UserError
 # (subcommand, module): one line per subcommand.
 SUBCOMMANDS = [
     ("prepare", "simu_bench.commands.prepare"),
+    ("run", "simu_bench.commands.run"),
+    ("leaderboard", "simu_bench.commands.leaderboard"),
+    ("eval", "simu_bench.commands.eval"),
+    ("ls", "simu_bench.commands.ls"),
+    ("validate", "simu_bench.commands.validate"),
+    ("score", "simu_bench.commands.score"),
+    ("tasks-path", "simu_bench.commands.tasks_path"),
 ]
 
 

@@ -9,6 +9,7 @@ Layout of an output directory (`simu-bench run --out DIR`):
         config.json             resolved configuration and its hash (written first)
         environment.json        library versions, git revision, device, date
         log.txt                 the run's log
+        unlearn.json            the unlearning loop's record: status, losses per step, method summary
         metrics.json            the LUME metrics (schema of `simu-bench score`)
         generations.jsonl       per-sample generations
         mask.safetensors        SIMU's critical-neuron mask, where the method has one
@@ -38,7 +39,7 @@ STATUSES = ("ok", "diverged", "crashed")
 FINAL_STATUSES = ("ok", "diverged")  # a rerun skips these; crashed runs are tried again
 # Files a run writes; a rerun of an interrupted run removes stale ones first.
 RUN_FILES = (
-    "config.json", "environment.json", "log.txt", "metrics.json", "generations.jsonl",
+    "config.json", "environment.json", "log.txt", "unlearn.json", "metrics.json", "generations.jsonl",
     "mask.safetensors", "timings.json", "status.json",
 )
 
@@ -75,8 +76,13 @@ def read_json(path: Path):
 
 
 def config_hash(config: dict) -> str:
-    """A short, stable hash of a resolved config (canonical JSON: sorted keys, no spaces)."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    """A short, stable hash of a resolved config (canonical JSON: sorted keys, no spaces).
+
+    A top-level `paths` entry is informative only (where data and model were found) and is left
+    out: the same data and model moved elsewhere make the same run.
+    """
+    identity = {key: value for key, value in config.items() if key != "paths"}
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

@@ -79,3 +79,7 @@ def test_check_writable_creates_nothing(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="is a file"):
         check_writable(tmp_path / "file" / "runs")
+
+
+def test_config_hash_ignores_paths():
+    assert config_hash({"a": 1, "paths": {"data": "/x"}}) == config_hash({"a": 1, "paths": {"data": "/y"}})

@@ -1,0 +1,60 @@
+"""`simu-bench eval`: evaluate one model on LUME without unlearning it.
+
+    simu-bench eval --model runs/some-model            # on the embedded benchmark's data
+    simu-bench eval --model allenai/OLMo-1B-hf --data ../shared/lume --utility-tasks mmlu --device cuda
+
+Prints the metrics JSON (the schema of `simu-bench score`) on stdout; `--out DIR` also stores
+the metrics, per-sample generations and environment there.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate one model without unlearning",
+                                   description="Score a model on the LUME tasks, MIA and utility, as `simu-bench run` does.")
+    parser.add_argument("--model", required=True, metavar="NAME_OR_PATH", help="a causal LM folder or hub id")
+    parser.add_argument("--data", type=Path, metavar="DIR", help="a LUME folder (default: the embedded benchmark's data)")
+    parser.add_argument("--utility-tasks", metavar="a,b", help="lm-eval tasks measuring utility, e.g. mmlu (default: world facts)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="also write metrics.json, generations.jsonl, environment.json here")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="generation batch size (default: 32)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar when the embedded data is built")
+    parser.set_defaults(handler=main)
+
+
+def main(args) -> int:
+    from simu_bench.data import load_lume, write_jsonl
+    from simu_bench.environment import environment
+    from simu_bench.errors import UserError
+    from simu_bench.evaluate import evaluate
+    from simu_bench.plan import MAX_NEW_TOKENS, check_model_path
+    from simu_bench.store import atomic_write_json, check_writable
+    from simu_bench.target import load_target, prepare
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: expected a positive number, e.g. 32")
+    if args.data is not None and not args.data.is_dir():
+        raise UserError(f"--data {args.data}: no such directory; expected a LUME folder with forget.jsonl and retain.jsonl")
+    check_model_path(args.model)
+    if args.out is not None:
+        check_writable(args.out)
+    data_dir = args.data if args.data is not None else prepare(None, progress=not args.quiet).data_dir
+    data = load_lume(data_dir)
+    started = time.perf_counter()
+    model, tokenizer = load_target(args.model, device=args.device)
+    utility = [t.strip() for t in args.utility_tasks.split(",") if t.strip()] if args.utility_tasks else None
+    result = evaluate(model, tokenizer, data, batch_size=args.batch_size, max_new_tokens=MAX_NEW_TOKENS, utility_tasks=utility)
+    metrics = result.to_dict()
+    if args.out is not None:
+        atomic_write_json(args.out / "metrics.json", metrics)
+        write_jsonl(args.out / "generations.jsonl", [dict(s) for s in result.samples])
+        atomic_write_json(args.out / "environment.json", {**environment(args.device), "model": args.model, "data": str(data_dir)})
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    print(f"evaluated {len(result.samples)} rows in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return 0

@@ -1,0 +1,73 @@
+"""`simu-bench run`: the whole benchmark in one command, resumable.
+
+    simu-bench run --methods all                         # embedded benchmark, seed 0, into runs/
+    simu-bench run --methods simu,so_graddiff --seeds 0,1,2 --out runs/default
+    simu-bench run --methods all --set train.epochs=1 --set simu.options.t=0.3
+    simu-bench run --methods all --data ../shared/lume --model allenai/OLMo-1B-hf --utility-tasks mmlu --device cuda
+
+`--set KEY=VALUE` applies to every selected method; `--set METHOD.KEY=VALUE` only to METHOD.
+Exit status: 0 when every run finished (ok or diverged), 1 when a run crashed (its error is in
+its status.json and log.txt), 2 for bad input, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from simu_bench.plan import Plan, parse_seeds, resolve_methods
+from simu_bench.runner import run_benchmark
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "run", help="unlearn, evaluate and rank methods (resumable)",
+        description="For each method and seed: a fresh copy of the target, unlearn, evaluate, store; then the "
+                    "leaderboard. Rerunning the same command skips finished runs.",
+    )
+    parser.add_argument("--methods", default="all", metavar="all|a,b,c", help="methods to run (default: all registered)")
+    parser.add_argument("--seeds", default="0", metavar="0,1,2", help="seeds, comma-separated (default: 0)")
+    parser.add_argument("--data", type=Path, metavar="DIR", help="a LUME folder; without --model the embedded "
+                        "target is trained on a seeded subset of it (default: the embedded synthetic data)")
+    parser.add_argument("--model", metavar="NAME_OR_PATH", help="a causal LM folder or hub id (default: the embedded target)")
+    parser.add_argument("--utility-tasks", metavar="a,b", help="lm-eval tasks measuring utility, e.g. mmlu "
+                        "(default: the world-facts set of the data folder)")
+    parser.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="run store (default: runs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a method config key, e.g. optimizer.lr=1e-5 or simu.options.t=0.3 (repeatable)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--eval-batch-size", type=int, default=32, metavar="N", help="generation batch size (default: 32)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, log lines only")
+    parser.set_defaults(handler=main)
+    return parser
+
+
+def command_line(args) -> str:
+    """The canonical command for these arguments (written into the run store and the leaderboard)."""
+    words = ["simu-bench", "run", "--methods", args.methods, "--seeds", args.seeds]
+    for flag, value in (("--data", args.data), ("--model", args.model), ("--utility-tasks", args.utility_tasks)):
+        if value is not None:
+            words += [flag, str(value)]
+    words += ["--out", str(args.out)]
+    for override in args.overrides:
+        words += ["--set", override]
+    if args.device != "cpu":
+        words += ["--device", args.device]
+    return shlex.join(words)
+
+
+def main(args) -> int:
+    from simu_bench.errors import UserError
+
+    if args.eval_batch_size < 1:
+        raise UserError(f"--eval-batch-size {args.eval_batch_size}: expected a positive number, e.g. 32")
+    utility = tuple(t.strip() for t in args.utility_tasks.split(",") if t.strip()) if args.utility_tasks else None
+    plan = Plan(
+        methods=resolve_methods(args.methods), seeds=parse_seeds(args.seeds), out=args.out, data=args.data,
+        model=args.model, utility_tasks=utility, overrides=tuple(args.overrides), device=args.device,
+        quiet=args.quiet, eval_batch_size=args.eval_batch_size, command=command_line(args),
+    )
+    counts = run_benchmark(plan)
+    print("runs: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items())))
+    return 1 if counts.get("crashed") else 0

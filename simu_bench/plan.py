@@ -1,0 +1,192 @@
+"""What `simu-bench run` will do: checked inputs, prepared data and target, each run's config.
+
+Every check here runs before anything is written into the output folder. A run's identity (what
+its config hash covers) is the method's resolved config, the seed, the evaluation settings and
+fingerprints of the data and the model, not their paths: moving the cache does not invalidate a
+run store. The device is recorded in the environment, not hashed.
+
+`--set KEY=VALUE` applies to every selected method; `--set METHOD.KEY=VALUE` only to METHOD.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simu_bench.errors import UserError, did_you_mean
+from simu_bench.store import REFERENCE, Run, check_writable
+
+MAX_NEW_TOKENS = 256  # the official LUME scorer's generation length
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything `simu-bench run` was asked to do."""
+
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    out: Path
+    data: Path | None = None
+    model: str | None = None
+    utility_tasks: tuple[str, ...] | None = None
+    overrides: tuple[str, ...] = ()
+    device: str = "cpu"
+    quiet: bool = False
+    eval_batch_size: int = 32
+    command: str = ""
+
+
+@dataclass
+class Resolved:
+    """A plan after preparation: where data and model are and each run's config."""
+
+    data_dir: Path
+    model: str
+    configs: dict[tuple[str, int | None], dict] = field(default_factory=dict)
+    unlearn_configs: dict[str, object] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_methods(text: str) -> tuple[str, ...]:
+    """`all` or a comma-separated list of registered names, each checked against the registry."""
+    from simu_bench import registry
+
+    available = registry.names()
+    if text.strip() == "all":
+        return tuple(available)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UserError(f"--methods {text!r} names no method; expected 'all' or a comma-separated list of: {', '.join(available)}")
+    for name in names:
+        if name not in available:
+            raise UserError(f"--methods: unknown method {name!r}{did_you_mean(name, available)}")
+    return tuple(dict.fromkeys(names))
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected comma-separated whole numbers, e.g. --seeds 0,1,2") from None
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise UserError(f"--seeds {text!r}: expected one or more non-negative whole numbers, e.g. --seeds 0,1,2")
+    return seeds
+
+
+def overrides_for(method: str, overrides: tuple[str, ...], methods: tuple[str, ...]) -> list[str]:
+    """The `--set` overrides that apply to `method`: unprefixed ones apply to every method,
+    `METHOD.key=value` (METHOD a selected method) only to that one."""
+    chosen = []
+    for text in overrides:
+        head = text.split("=", 1)[0].split(".", 1)[0]
+        if head in methods:
+            if head == method:
+                chosen.append(text.split(".", 1)[1])
+        else:
+            chosen.append(text)
+    return chosen
+
+
+def load_method_configs(methods: tuple[str, ...], overrides: tuple[str, ...]) -> dict[str, object]:
+    """Every method's typed config with its overrides; all problems are reported before any model loads."""
+    from simu_bench.config import load_config, parse_override
+
+    for text in overrides:
+        parse_override(text)  # a malformed --set is reported once, not once per method
+    configs, failed = {}, {}
+    for method in methods:
+        try:
+            configs[method] = load_config(method, overrides_for(method, overrides, methods))
+        except UserError as error:
+            failed[method] = str(error)
+    if failed:
+        first = next(iter(failed))
+        also = f"; --set also fails for {', '.join(list(failed)[1:])}" if len(failed) > 1 else ""
+        hint = "; write METHOD.KEY=VALUE to set a key of one method only" if overrides and len(methods) > 1 else ""
+        raise UserError(f"{first}: {failed[first]}{also}{hint}")
+    return configs
+
+
+def check_model_path(model: str | None) -> None:
+    """A --model that looks like a local path must exist (a hub id is checked when it loads)."""
+    if model is None:
+        return
+    path = Path(model).expanduser()
+    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_local and not path.is_dir():
+        raise UserError(f"--model {model}: no such model folder; expected a folder written by save_pretrained "
+                        f"(config.json + *.safetensors) or a hub id like allenai/OLMo-1B-hf")
+
+
+def check_inputs(plan: Plan) -> dict[str, object]:
+    """Cheap checks of everything the user typed; returns the methods' configs."""
+    configs = load_method_configs(plan.methods, plan.overrides)
+    if plan.data is not None and not Path(plan.data).is_dir():
+        raise UserError(f"--data {plan.data}: no such directory; expected a LUME folder with forget.jsonl and retain.jsonl")
+    check_model_path(plan.model)
+    check_writable(plan.out)
+    if plan.device != "cpu":
+        import torch
+
+        if plan.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {plan.device}: no CUDA device is available here; use --device cpu")
+    return configs
+
+
+def fingerprint(path: Path, whole_below: int = 64 << 20) -> str:
+    """sha256 over a file or folder: names, sizes and contents (files over `whole_below` bytes:
+    name and size only, so a multi-GB checkpoint is not read in full)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path) if file != path else file.name}\0{size}\0".encode())
+        if size < whole_below:
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def prepare_inputs(plan: Plan) -> Resolved:
+    """Build or reuse the embedded target (cached), or take the given data and model."""
+    from simu_bench.target import prepare
+
+    started = time.perf_counter()
+    if plan.model is None:  # the embedded target, trained on the default or on --data's subset
+        prepared = prepare(plan.data, progress=not plan.quiet)
+        data_dir, model = prepared.data_dir, str(prepared.target_dir)
+    elif plan.data is None:  # a given model on the embedded data
+        data_dir, model = prepare(None, progress=not plan.quiet).data_dir, plan.model
+    else:
+        data_dir, model = Path(plan.data), plan.model
+    return Resolved(Path(data_dir), model, timings={"prepare": round(time.perf_counter() - started, 3)})
+
+
+def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, unlearn) -> dict:
+    """The resolved config stored with a run; `paths` is informative and not hashed."""
+    model_path = Path(resolved.model).expanduser()
+    return {
+        "method": method,
+        "seed": seed,
+        "unlearn": unlearn.to_dict() if unlearn is not None else None,
+        "data": {"sha256": fingerprint(resolved.data_dir)},
+        "model": {"sha256": fingerprint(model_path)} if model_path.is_dir() else {"hub_id": resolved.model},
+        "evaluation": {"max_new_tokens": MAX_NEW_TOKENS, "utility_tasks": list(plan.utility_tasks) if plan.utility_tasks else None},
+        "paths": {"data": str(resolved.data_dir), "model": resolved.model},
+    }
+
+
+def plan_runs(plan: Plan, resolved: Resolved, configs: dict) -> list[Run]:
+    """The reference run and every (method, seed) run, each config checked against its directory."""
+    runs = [Run.at(plan.out, REFERENCE, None)]
+    resolved.configs[(REFERENCE, None)] = run_config(plan, resolved, REFERENCE, None, None)
+    for method in plan.methods:
+        for seed in plan.seeds:
+            runs.append(Run.at(plan.out, method, seed))
+            resolved.configs[(method, seed)] = run_config(plan, resolved, method, seed, configs[method])
+    for run in runs:  # all checks before the first write
+        run.check_config(resolved.configs[(run.method, run.seed)])
+    resolved.unlearn_configs = configs
+    return runs

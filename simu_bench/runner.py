@@ -1,0 +1,204 @@
+"""The benchmark orchestrator behind `simu-bench run`: unlearn, evaluate and store every run.
+
+    simu-bench run --methods all --seeds 0,1,2 --out runs/
+
+Order of work: check every input (methods, overrides, paths, output folder; `simu_bench.plan`)
+-> prepare data and target (cached) -> resolve each run's config and refuse a run directory made
+with another config -> evaluate the target once (the reference row) -> for each method and seed:
+a fresh copy of the target, unlearn, evaluate, store -> the leaderboard. Nothing is written into
+the output folder before every check has passed. A method that diverges or crashes is recorded
+with its error and the others go on; a rerun skips finished runs (see `simu_bench.store`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from simu_bench.errors import UserError
+from simu_bench.plan import MAX_NEW_TOKENS, Plan, Resolved, check_inputs, plan_runs, prepare_inputs
+from simu_bench.store import REFERENCE, Run
+
+log = logging.getLogger("simu_bench.run")
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def run_log(run: Run):
+    """Send the package's log records (and warnings) to the run's log.txt while it runs."""
+    handler = logging.FileHandler(run.file("log.txt"), encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger("simu_bench"), logging.getLogger("py.warnings")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        for logger, level in zip(loggers, levels):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+        handler.close()
+
+
+def evaluate_model(model, tokenizer, data, plan: Plan):
+    from simu_bench.evaluate import evaluate
+
+    utility = list(plan.utility_tasks) if plan.utility_tasks else None
+    return evaluate(model, tokenizer, data, batch_size=plan.eval_batch_size, max_new_tokens=MAX_NEW_TOKENS,
+                    utility_tasks=utility)
+
+
+def summary_line(run: Run, metrics: dict, timings: dict) -> str:
+    """One line per finished run: the headline numbers and where the time went."""
+    from simu_bench.leaderboard import REFERENCE_LABEL, run_values
+
+    values = run_values(metrics)
+    forget = [values[f"forget/{k}"] for k in ("regurgitation", "knowledge") if values[f"forget/{k}"] is not None]
+    retain = [values[f"retain/{k}"] for k in ("regurgitation", "knowledge") if values[f"retain/{k}"] is not None]
+    utility = metrics.get("utility") or {}
+
+    def num(value) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    name = REFERENCE_LABEL if run.seed is None else f"{run.method} seed {run.seed}"
+    times = " ".join(f"{stage} {seconds:.1f}s" for stage, seconds in timings.items() if stage != "total")
+    return (f"{name}: final {num(values['final'])} | Task Aggregate {num(values['task_aggregate'])} | "
+            f"MIA {num(values['mia_score'])} | utility ({utility.get('name', 'none')}) {num(values['utility'])} | "
+            f"forget {num(sum(forget) / len(forget) if forget else None)} ↓ retain "
+            f"{num(sum(retain) / len(retain) if retain else None)} ↑ | {times}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, say) -> str:
+    """Do one run (reference or method) into its directory; return its status."""
+    import gc
+
+    from simu_bench import loop, registry
+    from simu_bench.data import write_jsonl
+    from simu_bench.target import load_target
+
+    run.begin(resolved.configs[(run.method, run.seed)], environment)
+    timings = dict(resolved.timings) if run.method == REFERENCE else {}
+    started = time.perf_counter()
+
+    def stage(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - since, 3)
+        return now
+
+    model = None
+    with run_log(run):
+        log.info("run %s seed %s in %s", run.method, run.seed, run.path)
+        try:
+            seed_everything(run.seed or 0)
+            model, tokenizer = load_target(resolved.model, device=plan.device)
+            now = stage("load", started)
+            if run.method != REFERENCE:
+                unlearner = registry.create(resolved.unlearn_configs[run.method])
+                unlearner.progress = not plan.quiet  # the loop's progress bar
+                result = loop.run(unlearner, model, tokenizer, data, seed=run.seed, progress=not plan.quiet)
+                now = stage("unlearn", now)
+                run.write_json("unlearn.json", result.to_dict())
+                mask = getattr(unlearner, "mask", None)
+                if mask is not None and hasattr(mask, "save"):
+                    mask.save(run.file("mask.safetensors"))
+                if result.status != "ok":
+                    log.warning("%s", result.message)
+                    timings["total"] = round(time.perf_counter() - started, 3)
+                    run.write_json("timings.json", timings)
+                    run.finish(result.status, error=result.message)
+                    say(f"{run.method} seed {run.seed}: {result.status}: {result.message}")
+                    return result.status
+            evaluation = evaluate_model(model, tokenizer, data, plan)
+            stage("evaluate", now)
+            metrics = evaluation.to_dict()
+            run.write_json("metrics.json", metrics)
+            write_jsonl(run.file("generations.jsonl"), [dict(sample) for sample in evaluation.samples])
+            timings["total"] = round(time.perf_counter() - started, 3)
+            run.write_json("timings.json", timings)
+            run.finish("ok")
+            log.info("finished in %.1f s", timings["total"])
+            say(summary_line(run, metrics, timings))
+            return "ok"
+        except KeyboardInterrupt:
+            log.warning("interrupted; this run has no status.json and is redone on the next call")
+            raise
+        except UserError as error:
+            if run.method == REFERENCE:  # the target itself cannot be used: nothing else can run
+                raise
+            return _crashed(run, error, timings, started, say)
+        except Exception as error:  # a crashing method must not take the others down
+            return _crashed(run, error, timings, started, say)
+        finally:
+            del model
+            gc.collect()
+
+
+def _crashed(run: Run, error: Exception, timings: dict, started: float, say) -> str:
+    log.error("crashed:\n%s", traceback.format_exc())
+    timings["total"] = round(time.perf_counter() - started, 3)
+    run.write_json("timings.json", timings)
+    run.finish("crashed", error=_first_line(error))
+    say(f"{run.method} seed {run.seed}: crashed: {_first_line(error)} (traceback in {run.file('log.txt')})")
+    return "crashed"
+
+
+def write_leaderboard(out: Path, command: str) -> list[Path]:
+    """The leaderboard of `out` as leaderboard.md and leaderboard.json, plus the two plots."""
+    from simu_bench.leaderboard import build, render
+    from simu_bench.plots import write_plots
+    from simu_bench.store import atomic_write_text
+
+    board = build(out)
+    written = []
+    for fmt in ("md", "json"):
+        path = out / f"leaderboard.{fmt}"
+        atomic_write_text(path, render(board, fmt, [command] if command else []))
+        written.append(path)
+    return written + write_plots(board, out)
+
+
+def run_benchmark(plan: Plan, say=print) -> dict[str, int]:
+    """Run the whole plan; return how many runs ended in each status (skipped included)."""
+    from simu_bench.data import load_lume
+    from simu_bench.environment import environment
+    from simu_bench.store import atomic_write_json
+
+    configs = check_inputs(plan)
+    resolved = prepare_inputs(plan)
+    data = load_lume(resolved.data_dir)
+    runs = plan_runs(plan, resolved, configs)
+    env = environment(plan.device)
+    Path(plan.out).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(plan.out) / "run.json", {"command": plan.command, "date": env["date"]})
+    counts: dict[str, int] = {}
+    for run in runs:
+        if run.is_done():
+            status = "skipped"
+            say(f"{run.method}" + ("" if run.seed is None else f" seed {run.seed}") + f": already done ({run.status()['status']}), skipped")
+        else:
+            status = execute(plan, resolved, run, data, env, say)
+        counts[status] = counts.get(status, 0) + 1
+    for path in write_leaderboard(Path(plan.out), plan.command):
+        say(f"wrote {path}")
+    return counts
