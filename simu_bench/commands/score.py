@@ -1,0 +1,118 @@
+"""`simu-bench score`: score generations made anywhere (vLLM, another harness) the LUME way.
+
+    simu-bench score generations.jsonl
+    simu-bench score generations.jsonl --mia nll.jsonl --utility 0.242 --utility-name mmlu
+
+GENERATIONS.jsonl rows: `id`, `task` (Task1|Task2|Task3), `split` (forget|retain), `input`,
+`output` (the expected answer), `generation` (the model's text: new tokens only, special tokens
+skipped). The kind comes from the id's suffix (`sc<k>` / `qa<k>`). MIA.jsonl rows: `id`,
+`membership` (member|nonmember), `nll` (the document's mean-token NLL). Prints the metrics
+JSON on stdout; `mia` only with --mia, `final` only with --mia and --utility.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from simu_bench import scoring
+from simu_bench.data import SPLITS, TASKS, kind_of
+from simu_bench.errors import UserError, did_you_mean
+
+GENERATION_FIELDS = ("id", "task", "split", "input", "output", "generation")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "score", help="score generations made elsewhere (LUME metrics JSON)",
+        description="Score LUME generations from a JSONL file exactly as the official scorer does "
+                    "and print the metrics JSON (components, task_aggregate, mia, utility, final).",
+    )
+    parser.add_argument("generations", type=Path, metavar="GENERATIONS.jsonl",
+                        help="rows: id, task, split (forget|retain), input, output, generation")
+    parser.add_argument("--mia", type=Path, metavar="MIA.jsonl", help="rows: id, membership (member|nonmember), nll")
+    parser.add_argument("--utility", type=float, metavar="X", help="utility score in [0, 1] (e.g. MMLU accuracy)")
+    parser.add_argument("--utility-name", default="utility", metavar="NAME", help="what --utility measured (default: utility)")
+    parser.set_defaults(handler=main)
+
+
+def _rows(path: Path):
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; expected a JSONL file with one JSON object per line")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}: "
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserError(f"{where}malformed JSON ({error.msg} at column {error.colno}); expected one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{where}expected a JSON object, found {type(row).__name__}")
+            yield where, row
+
+
+def _text(row: dict, name: str, where: str) -> str:
+    if name not in row:
+        raise UserError(f"{where}missing field {name!r}; generation rows need {', '.join(GENERATION_FIELDS)}")
+    if not isinstance(row[name], str):
+        raise UserError(f"{where}field {name!r} must be a string, found {type(row[name]).__name__}")
+    return row[name]
+
+
+def read_generations(path: Path) -> list[tuple[str, str, str, float]]:
+    """(split, task, kind, score) for every row; UserError with file:line for a bad one."""
+    scored, seen = [], set()
+    for where, row in _rows(path):
+        values = {name: _text(row, name, where) for name in GENERATION_FIELDS}
+        if values["split"] not in SPLITS:
+            raise UserError(f"{where}field 'split' is {values['split']!r}; expected one of {', '.join(SPLITS)}")
+        if values["task"] not in TASKS:
+            raise UserError(f"{where}unknown task {values['task']!r}{did_you_mean(values['task'], TASKS)}")
+        key = (values["split"], values["id"])
+        if key in seen:
+            raise UserError(f"{where}id {values['id']!r} appears twice in the {values['split']} split; keep one generation per row")
+        seen.add(key)
+        kind = kind_of(values["id"], where)
+        scored.append((values["split"], values["task"], kind, scoring.score_row(kind, values["output"], values["generation"])))
+    if not scored:
+        raise UserError(f"{path} holds no rows; expected one generation per forget/retain row")
+    return scored
+
+
+def read_mia(path: Path) -> tuple[list[float], list[float]]:
+    """Member and non-member NLLs; UserError with file:line for a bad row or a missing class."""
+    nll = {"member": [], "nonmember": []}
+    for where, row in _rows(path):
+        for name in ("id", "membership", "nll"):
+            if name not in row:
+                raise UserError(f"{where}missing field {name!r}; MIA rows need id, membership, nll")
+        if row["membership"] not in nll:
+            raise UserError(f"{where}field 'membership' is {row['membership']!r}; expected 'member' or 'nonmember'")
+        value = row["nll"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{where}field 'nll' is {value!r}; expected a finite number (mean-token NLL in nats)")
+        nll[row["membership"]].append(float(value))
+    for membership, values in nll.items():
+        if not values:
+            raise UserError(f"{path}: no {membership} rows; the MIA AUC needs both members and non-members")
+    return nll["member"], nll["nonmember"]
+
+
+def main(args) -> int:
+    scored = read_generations(args.generations)
+    member_nll = nonmember_nll = None
+    if args.mia is not None:
+        member_nll, nonmember_nll = read_mia(args.mia)
+    utility = None
+    if args.utility is not None:
+        if not (math.isfinite(args.utility) and 0.0 <= args.utility <= 1.0):
+            raise UserError(f"--utility is {args.utility}; expected a score in [0, 1] (e.g. MMLU accuracy 0.242)")
+        utility = {"name": args.utility_name, "value": args.utility}
+    result = scoring.metrics(scored, member_nll, nonmember_nll, utility)
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
