@@ -1,0 +1,250 @@
+"""Evaluate an in-memory model on LUME: the task pack through lm-eval, MIA, utility, final score.
+
+    from simu_bench import evaluate
+    result = evaluate(model, tokenizer, load_lume("data/"), batch_size=32)
+    print(result.to_dict()["task_aggregate"])
+
+Generation goes through lm-eval's `HFLM(pretrained=model, tokenizer=tokenizer)` on the tasks
+in `tasks/` (raw input, greedy, EOS only, batched with left padding); the generations are then
+scored by `simu_bench.scoring`, the same code `simu-bench score` uses. New tokens are decoded
+as the official scorer decodes them (`skip_special_tokens=True,
+clean_up_tokenization_spaces=True`). The context window is widened to fit the longest prompt
+plus `max_new_tokens`, because the official scorer never truncates a prompt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import random
+import sys
+import tempfile
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simu_bench import scoring
+from simu_bench.data import SPLITS, LumeData, write_jsonl
+from simu_bench.errors import UserError
+
+UTILITY_NAME = "world_facts"
+# lm-eval metrics tried, in order, as an external utility task's headline number.
+_UTILITY_METRICS = ("acc,none", "exact_match,none", "acc_norm,none", "exact_match,strict-match")
+
+
+@dataclass
+class EvalResult:
+    """One evaluation: the 12 components, Task Aggregate, MIA, utility, final and the samples.
+
+    `samples` holds one dict per scored row: id, split, task, kind, input, expected,
+    generation, score. `mia` is `{"auc", "score", "member_nll", "nonmember_nll"}` or None;
+    `utility` is `{"name", "value"}` or None; `final` needs both.
+    """
+
+    components: dict
+    task_aggregate: float
+    mia: dict | None = None
+    utility: dict | None = None
+    final: float | None = None
+    samples: list[dict] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        """The metrics JSON (the same keys `simu-bench score` prints); samples are left out."""
+        out: dict = {"components": self.components, "task_aggregate": self.task_aggregate}
+        if self.mia is not None:
+            out["mia"] = {"auc": self.mia["auc"], "score": self.mia["score"]}
+        if self.utility is not None:
+            out["utility"] = dict(self.utility)
+        if self.final is not None:
+            out["final"] = self.final
+        return out
+
+
+def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = 32, max_new_tokens: int = 256,
+             utility_tasks: list[str] | None = None, limit: int | None = None,
+             mia_batch_size: int | None = None, verbose: bool = False) -> EvalResult:
+    """Evaluate `model` on `data` exactly as LUME's official scorer does, batched.
+
+    Args:
+        model, tokenizer: a causal LM and its tokenizer, already on the device to use.
+        data: the LUME data; its forget/retain rows are generated from, its member/nonmember
+            documents feed the MIA, its world facts are the utility unless `utility_tasks` is set.
+        batch_size: rows per `generate` call (and documents per NLL forward unless
+            `mia_batch_size` is set).
+        max_new_tokens: new-token limit per generation (LUME: 256).
+        utility_tasks: lm-eval task names to use as utility instead of the world facts (e.g.
+            ["mmlu"] for a real model); the utility is their mean headline metric, named by them.
+        limit: evaluate only the first `limit` rows of each task and documents of each MIA set.
+        verbose: show lm-eval's logs and progress bars.
+
+    The caller's random state (python, numpy, torch) and `model.training` are left as found.
+    """
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens is {max_new_tokens}; expected a positive number of tokens")
+    if batch_size < 1:
+        raise UserError(f"batch_size is {batch_size}; expected at least 1")
+    state = _save_random_state()
+    was_training = model.training
+    pad_token = tokenizer.pad_token  # HFLM sets a missing pad token on the caller's tokenizer
+    try:
+        with _quiet(not verbose):
+            samples, utility = _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit)
+        mia = None
+        if data.member and data.nonmember:
+            from simu_bench.mia import membership_inference
+
+            members = data.member[:limit] if limit else data.member
+            nonmembers = data.nonmember[:limit] if limit else data.nonmember
+            mia = membership_inference(model, tokenizer, members, nonmembers, mia_batch_size or batch_size)
+    finally:
+        model.train(was_training)
+        _restore_random_state(state)
+        if tokenizer.pad_token != pad_token:
+            tokenizer.pad_token = pad_token
+    lume = [s for s in samples if s["split"] in SPLITS]
+    summary = scoring.metrics(
+        [(s["split"], s["task"], s["kind"], s["score"]) for s in lume],
+        mia and mia["member_nll"], mia and mia["nonmember_nll"], utility,
+    )
+    return EvalResult(
+        components=summary["components"],
+        task_aggregate=summary["task_aggregate"],
+        mia=mia,
+        utility=summary.get("utility"),
+        final=summary.get("final"),
+        samples=samples,
+    )
+
+
+def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit):
+    """Run the task pack through lm-eval; return (scored samples, utility dict or None)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from simu_bench import tasks as task_pack
+
+    cells = {(e.split, e.task, e.kind) for split in SPLITS for e in data.split(split)}
+    names = [task_pack.task_name(*cell) for cell in sorted(cells)]
+    if data.utility and utility_tasks is None:
+        names.append(task_pack.UTILITY_TASK)
+    lm = _make_lm(model, tokenizer, data, batch_size, max_new_tokens)
+    with tempfile.TemporaryDirectory(prefix="simu-bench-eval-") as tmp:
+        # The task pack reads rows from a directory; write exactly this LumeData there.
+        _write_data(Path(tmp), data)
+        manager = TaskManager(include_path=str(task_pack.path()), include_defaults=False, metadata={"data_dir": tmp})
+        out = lm_eval.simple_evaluate(
+            model=lm, tasks=names, task_manager=manager, limit=limit, bootstrap_iters=0,
+            log_samples=True, gen_kwargs={"max_gen_toks": max_new_tokens},
+        )
+    samples = []
+    for name in names:
+        for sample in sorted(out["samples"][name], key=lambda s: s["doc_id"]):
+            doc = sample["doc"]
+            generation = sample["filtered_resps"][0]
+            samples.append({
+                "id": doc["id"], "split": doc["split"], "task": doc["task"], "kind": doc["kind"],
+                "input": doc["input"], "expected": doc["output"], "generation": generation,
+                "score": scoring.score_row(doc["kind"], doc["output"], generation),
+            })
+    utility = None
+    if utility_tasks is None and data.utility:
+        scores = [s["score"] for s in samples if s["split"] == "utility"]
+        utility = {"name": UTILITY_NAME, "value": sum(scores) / len(scores)}
+    elif utility_tasks:
+        utility = _external_utility(lm, utility_tasks, limit)
+    return samples, utility
+
+
+def _external_utility(lm, utility_tasks, limit) -> dict:
+    """Mean headline metric of lm-eval tasks (e.g. mmlu), with lm-eval's own task registry."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from simu_bench import tasks as task_pack
+    from simu_bench.errors import did_you_mean
+
+    manager = TaskManager(include_path=str(task_pack.path()))
+    for name in utility_tasks:
+        if name not in manager.all_tasks:
+            raise UserError(f"unknown lm-eval utility task {name!r}{did_you_mean(name, manager.all_tasks)}")
+    out = lm_eval.simple_evaluate(model=lm, tasks=list(utility_tasks), task_manager=manager, limit=limit, bootstrap_iters=0)
+    values = []
+    for name in utility_tasks:
+        metrics = out["results"][name]
+        key = next((k for k in _UTILITY_METRICS if k in metrics), None)
+        if key is None:
+            raise UserError(f"lm-eval task {name!r} reports none of {', '.join(_UTILITY_METRICS)}; pick a task with accuracy or exact match")
+        values.append(float(metrics[key]))
+    return {"name": "+".join(utility_tasks), "value": sum(values) / len(values)}
+
+
+def _make_lm(model, tokenizer, data, batch_size, max_new_tokens):
+    from lm_eval.models.huggingface import HFLM
+
+    class OfficialDecodeHFLM(HFLM):
+        """HFLM that decodes new tokens with the official scorer's arguments."""
+
+        def tok_decode(self, tokens, skip_special_tokens: bool = True):
+            return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=True)
+
+    rows = [e for split in (*SPLITS, "utility") for e in data.split(split)]
+    longest = max((len(tokenizer(e.input)["input_ids"]) for e in rows), default=1)
+    return OfficialDecodeHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                              max_length=longest + max_new_tokens, max_gen_toks=max_new_tokens)
+
+
+def _write_data(root: Path, data: LumeData) -> None:
+    for split in (*SPLITS, "utility"):
+        rows = [{"id": e.id, "input": e.input, "output": e.output, "task": e.task} for e in data.split(split)]
+        if rows:
+            write_jsonl(root / ("world_facts.jsonl" if split == "utility" else f"{split}.jsonl"), rows)
+
+
+def _save_random_state() -> dict:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_random_state(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool):
+    """Silence lm-eval's and transformers' logs and progress bars (they write to stderr)."""
+    if not enabled:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("lm-eval", "lm_eval", "transformers", "datasets")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+class _CallableModule(types.ModuleType):
+    """Lets `simu_bench.evaluate(...)` call the function although the name is also this module."""
+
+    def __call__(self, *args, **kwargs):
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
