@@ -6,6 +6,7 @@ a separate pad token. The model is a 2-layer OLMo with a few dozen dimensions.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
@@ -61,3 +62,12 @@ def tiny_model(tokenizer, seed: int = 0, hidden: int = 32, layers: int = 2) -> O
     model = OlmoForCausalLM(config)
     model.eval()
     return model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny matrices gain nothing from threads, and on a busy 2-core machine they lose a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,122 @@
+"""Typed configs: shipped YAMLs load, bad input is reported all at once, overrides apply."""
+
+import importlib.resources
+
+import pytest
+import yaml
+
+from simu_bench import registry
+from simu_bench.config import UnlearnConfig, load_config, parse_override
+from simu_bench.errors import UserError
+
+
+@pytest.mark.parametrize("method", registry.names())
+def test_every_shipped_yaml_loads_with_and_without_reference(method):
+    path = registry.config_path(method)
+    text = path.read_text()
+    assert text.startswith("#") and "simu-bench run" in text.split("\n\n")[0], "YAML must open with what it runs and the command"
+    config = load_config(method)
+    assert isinstance(config, UnlearnConfig) and config.method == method
+    assert config.source == str(path)
+    if "reference" in yaml.safe_load(text):
+        reference = load_config(method, reference=True)
+        assert reference.method == method and reference != config
+
+
+def test_baseline_yamls_ship_inside_the_package():
+    names = {p.name for p in importlib.resources.files("simu_bench.baselines").iterdir()}
+    assert {"fo_graddiff.yaml", "so_graddiff.yaml"} <= names
+
+
+def test_reference_settings_are_soul_published_values():
+    fo = load_config("fo_graddiff", reference=True)
+    assert (fo.optimizer.name, fo.optimizer.lr, fo.optimizer.weight_decay, fo.gamma) == ("adamw", 5e-6, 0.1, 0.3)
+    assert (fo.train.epochs, fo.train.batch_size, fo.train.grad_accum_steps) == (5, 1, 4)
+    assert (fo.train.warmup_ratio, fo.train.max_grad_norm) == (0.1, 1.0)
+    so = load_config("so_graddiff", reference=True)
+    assert (so.optimizer.name, so.optimizer.variant, so.optimizer.lr, so.gamma) == ("sophiag", "soul", 5e-6, 2.0)
+    assert (so.optimizer.betas, so.optimizer.rho, so.optimizer.weight_decay) == ((0.9, 0.95), 0.04, 0.1)
+
+
+def test_all_problems_reported_at_once_naming_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "method: fo_graddiff\n"
+        "gamma: -1\n"
+        "optimizer: {name: adam, lr: fast, betas: [0.9, 1.5], colour: red}\n"
+        "train: {epochs: 0, batch_size: 2.5}\n"
+        "extra: 1\n"
+    )
+    with pytest.raises(UserError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("8 problems in config")
+    for key, expectation in [
+        ("gamma", "got -1, expected a value >= 0.0"),
+        ("optimizer.name", "got 'adam', expected one of adamw, sophiag"),
+        ("optimizer.lr", "got 'fast', expected a number"),
+        ("optimizer.betas", "expected a value >= 0.0 and < 1.0"),
+        ("optimizer.colour", "unknown key"),
+        ("train.epochs", "got 0, expected a value >= 1"),
+        ("train.batch_size", "got 2.5, expected an integer"),
+        ("extra", "unknown key"),
+    ]:
+        assert f"{path}: {key}: " in message and expectation in message.split(f"{path}: {key}: ")[1].split(";")[0] + ";", key
+
+
+def test_unknown_method_answers_with_the_available_ones():
+    with pytest.raises(UserError, match=r"did you mean 'so_graddiff'\?.*available: .*fo_graddiff"):
+        load_config({"method": "so_gradiff"})
+    with pytest.raises(UserError, match="method: missing"):
+        load_config({})
+
+
+def test_unknown_key_suggests_the_close_one():
+    with pytest.raises(UserError, match=r"train.epoch: unknown key \(did you mean 'epochs'\?\)"):
+        load_config("fo_graddiff", ["train.epoch=3"])
+
+
+def test_dotted_overrides_parse_values_with_yaml():
+    config = load_config(
+        "so_graddiff",
+        ["optimizer.lr=1e-5", "optimizer.betas=[0.8, 0.9]", "train.max_steps=3", "gamma=0.5", "optimizer.variant=gnb"],
+    )
+    assert config.optimizer.lr == 1e-5  # PyYAML reads "1e-5" as text; floats accept it
+    assert config.optimizer.betas == (0.8, 0.9)
+    assert (config.train.max_steps, config.gamma, config.optimizer.variant) == (3, 0.5, "gnb")
+    assert load_config("so_graddiff", ["train.max_steps=null"]).train.max_steps is None
+
+
+def test_override_errors():
+    with pytest.raises(UserError, match="is not KEY=VALUE"):
+        parse_override("optimizer.lr")
+    with pytest.raises(UserError, match="train.max_steps: got 0"):
+        load_config("fo_graddiff", ["train.max_steps=0"])
+    with pytest.raises(UserError, match="optimizer.lr: got .*inf.*finite"):
+        load_config("fo_graddiff", ["optimizer.lr=.inf"])
+
+
+def test_bad_reference_block_is_reported_even_when_unused(tmp_path):
+    path = tmp_path / "ref.yaml"
+    path.write_text("method: fo_graddiff\nreference:\n  source: a paper\n  optimizer: {lr: -5}\n")
+    with pytest.raises(UserError, match=r"reference.optimizer.lr: got -5"):
+        load_config(path)
+
+
+def test_file_errors_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("method: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="expected a mapping"):
+        load_config(listing)
+
+
+def test_to_dict_is_plain_data():
+    data = load_config("so_graddiff").to_dict()
+    assert data["optimizer"]["betas"] == [0.9, 0.95] and data["method"] == "so_graddiff"
+    yaml.safe_dump(data)  # serialisable without custom types
