@@ -1,0 +1,97 @@
+"""Contract of every registered method, parametrised over the live registry.
+
+Each method builds from its shipped config, runs two optimizer steps on a tiny model that has
+memorised the tiny data set, changes only what it may change (its trainable parameters, and
+within them only unmasked coordinates) and raises the forget NLL.
+"""
+
+import copy
+
+import pytest
+import torch
+from unlearn_helpers import single_thread, tiny_data, tiny_model, tiny_tokenizer  # noqa: F401
+
+from simu_bench import losses, loop, pairing, registry
+from simu_bench.errors import UserError
+from simu_bench.unlearner import Unlearner
+
+TWO_STEPS = ["train.max_steps=2", "train.batch_size=2", "train.grad_accum_steps=1", "train.warmup_ratio=0"]
+
+
+@pytest.fixture(scope="module")
+def memorised():
+    """A tiny model fine-tuned on forget + retain until its answer NLL is low."""
+    torch.set_num_threads(1)
+    tok, data = tiny_tokenizer(), tiny_data()
+    model = tiny_model(tok, seed=0)
+    batch = pairing.collate(tok, data.forget + data.retain, max_length=64)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(60):
+        optimizer.zero_grad()
+        losses.answer_nll(model, batch).backward()
+        optimizer.step()
+    model.eval()
+    assert losses.answer_nll(model, batch).item() < 0.5
+    return tok, data, model
+
+
+def forget_nll(model, tok, data) -> float:
+    return losses.example_nll(model, pairing.collate(tok, data.forget, 64)).mean().item()
+
+
+@pytest.mark.parametrize("method", registry.names())
+def test_method_contract(memorised, method):
+    tok, data, original = memorised
+    model = copy.deepcopy(original)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    seen = {}
+
+    class Spy:
+        def on_train_start(self, state):
+            seen["trained"] = {n for n, p in state.model.named_parameters() if p.requires_grad}
+            seen["optimizer"] = state.optimizer
+
+    unlearner = registry.create(method, TWO_STEPS)
+    assert isinstance(unlearner, Unlearner) and type(unlearner).__mro__[1] is Unlearner  # depth one
+    assert unlearner.name == method and unlearner.paper
+    nll_before = forget_nll(model, tok, data)
+    result = loop.run(unlearner, model, tok, data, seed=0, progress=False, callbacks=[Spy()])
+    assert result.status == "ok" and result.steps == 2, result.message
+
+    trained, optimizer = seen["trained"], seen["optimizer"]
+    assert trained, "a method must train something"
+    changed = set()
+    for name, p in model.named_parameters():
+        if name not in trained:
+            assert torch.equal(p, before[name]), f"{method} changed frozen parameter {name}"
+            continue
+        mask = getattr(optimizer, "mask_of", lambda _: None)(p)
+        if mask is not None:
+            frozen = ~torch.broadcast_to(mask.bool(), p.shape)
+            assert torch.equal(p[frozen], before[name][frozen]), f"{method} moved masked-out coordinates of {name}"
+        if not torch.equal(p, before[name]):
+            changed.add(name)
+    assert changed, f"{method} changed no parameter"
+    assert all(p.requires_grad for p in model.parameters()), "requires_grad must be restored"
+    assert forget_nll(model, tok, data) > nll_before, f"{method} did not raise the forget NLL"
+    assert result.to_dict()["method"] == method
+
+
+def test_unknown_method_lists_the_available_ones():
+    with pytest.raises(UserError, match=r"unknown method 'fo_gradif' \(did you mean 'fo_graddiff'\?\); available: .*so_graddiff"):
+        registry.get("fo_gradif")
+
+
+def test_methods_never_subclass_each_other():
+    classes = [registry.get(name) for name in registry.names()]
+    for cls in classes:
+        assert cls.__bases__ == (Unlearner,), f"{cls.__name__} must inherit from Unlearner only"
+
+
+def test_fo_and_so_differ_only_in_optimizer():
+    from simu_bench.config import load_config
+
+    fo, so = load_config("fo_graddiff"), load_config("so_graddiff")
+    assert (fo.optimizer.name, so.optimizer.name) == ("adamw", "sophiag")
+    assert so.optimizer.variant == "soul"
