@@ -35,6 +35,7 @@ class Plan:
     device: str = "cpu"
     quiet: bool = False
     eval_batch_size: int = 32
+    max_new_tokens: int = MAX_NEW_TOKENS
     command: str = ""
 
 
@@ -173,7 +174,7 @@ def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, un
         "unlearn": unlearn.to_dict() if unlearn is not None else None,
         "data": {"sha256": fingerprint(resolved.data_dir)},
         "model": {"sha256": fingerprint(model_path)} if model_path.is_dir() else {"hub_id": resolved.model},
-        "evaluation": {"max_new_tokens": MAX_NEW_TOKENS, "utility_tasks": list(plan.utility_tasks) if plan.utility_tasks else None},
+        "evaluation": {"max_new_tokens": plan.max_new_tokens, "utility_tasks": list(plan.utility_tasks) if plan.utility_tasks else None},
         "paths": {"data": str(resolved.data_dir), "model": resolved.model},
     }
 

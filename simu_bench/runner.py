@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from simu_bench.errors import UserError
-from simu_bench.plan import MAX_NEW_TOKENS, Plan, Resolved, check_inputs, plan_runs, prepare_inputs
+from simu_bench.plan import Plan, Resolved, check_inputs, plan_runs, prepare_inputs
 from simu_bench.store import REFERENCE, Run
 
 log = logging.getLogger("simu_bench.run")
@@ -60,7 +60,7 @@ def evaluate_model(model, tokenizer, data, plan: Plan):
     from simu_bench.evaluate import evaluate
 
     utility = list(plan.utility_tasks) if plan.utility_tasks else None
-    return evaluate(model, tokenizer, data, batch_size=plan.eval_batch_size, max_new_tokens=MAX_NEW_TOKENS,
+    return evaluate(model, tokenizer, data, batch_size=plan.eval_batch_size, max_new_tokens=plan.max_new_tokens,
                     utility_tasks=utility)
 
 
@@ -115,7 +115,6 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
             now = stage("load", started)
             if run.method != REFERENCE:
                 unlearner = registry.create(resolved.unlearn_configs[run.method])
-                unlearner.progress = not plan.quiet  # the loop's progress bar
                 result = loop.run(unlearner, model, tokenizer, data, seed=run.seed, progress=not plan.quiet)
                 now = stage("unlearn", now)
                 run.write_json("unlearn.json", result.to_dict())

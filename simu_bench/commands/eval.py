@@ -24,6 +24,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, metavar="DIR", help="also write metrics.json, generations.jsonl, environment.json here")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="generation batch size (default: 32)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="generation limit per row (default: 256, as LUME)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar when the embedded data is built")
     parser.set_defaults(handler=main)
 
@@ -33,12 +34,12 @@ def main(args) -> int:
     from simu_bench.environment import environment
     from simu_bench.errors import UserError
     from simu_bench.evaluate import evaluate
-    from simu_bench.plan import MAX_NEW_TOKENS, check_model_path
+    from simu_bench.plan import check_model_path
     from simu_bench.store import atomic_write_json, check_writable
     from simu_bench.target import load_target, prepare
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}: expected a positive number, e.g. 32")
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        raise UserError(f"--batch-size {args.batch_size} --max-new-tokens {args.max_new_tokens}: expected positive numbers, e.g. 32 and 256")
     if args.data is not None and not args.data.is_dir():
         raise UserError(f"--data {args.data}: no such directory; expected a LUME folder with forget.jsonl and retain.jsonl")
     check_model_path(args.model)
@@ -49,7 +50,7 @@ def main(args) -> int:
     started = time.perf_counter()
     model, tokenizer = load_target(args.model, device=args.device)
     utility = [t.strip() for t in args.utility_tasks.split(",") if t.strip()] if args.utility_tasks else None
-    result = evaluate(model, tokenizer, data, batch_size=args.batch_size, max_new_tokens=MAX_NEW_TOKENS, utility_tasks=utility)
+    result = evaluate(model, tokenizer, data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, utility_tasks=utility)
     metrics = result.to_dict()
     if args.out is not None:
         atomic_write_json(args.out / "metrics.json", metrics)
