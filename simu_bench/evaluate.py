@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import random
 import sys
 import tempfile
@@ -224,7 +225,9 @@ def _restore_random_state(state: dict) -> None:
 
 @contextlib.contextmanager
 def _quiet(enabled: bool):
-    """Silence lm-eval's and transformers' logs and progress bars (they write to stderr)."""
+    """Silence lm-eval's and transformers' logs and progress bars, and subprocess chatter
+    (lm-eval asks `git` for a commit hash) by pointing stderr, file descriptor 2 included,
+    at /dev/null for the duration."""
     if not enabled:
         yield
         return
@@ -232,13 +235,19 @@ def _quiet(enabled: bool):
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             yield
     finally:
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        os.close(devnull)
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
-
 
 class _CallableModule(types.ModuleType):
     """Lets `simu_bench.evaluate(...)` call the function although the name is also this module."""
