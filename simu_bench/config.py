@@ -138,6 +138,8 @@ def load_config(
     # The reference block is validated even when unused so that it cannot rot.
     merged = _deep_merge(raw, ref)
     ref_config = _build_config(merged, where, "reference.", problems) if ref else config
+    if reference and not ref:
+        problems.append(f"{where}: reference: missing; this config has no reference settings to apply")
     if problems:
         head = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
         raise UserError(f"{head} in config: " + "; ".join(problems))

@@ -103,6 +103,13 @@ def test_bad_reference_block_is_reported_even_when_unused(tmp_path):
         load_config(path)
 
 
+def test_reference_requested_but_absent(tmp_path):
+    path = tmp_path / "plain.yaml"
+    path.write_text("method: fo_graddiff\n")
+    with pytest.raises(UserError, match="reference: missing"):
+        load_config(path, reference=True)
+
+
 def test_file_errors_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_config(tmp_path / "missing.yaml")
