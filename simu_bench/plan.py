@@ -92,6 +92,7 @@ def overrides_for(method: str, overrides: tuple[str, ...], methods: tuple[str, .
 
 def load_method_configs(methods: tuple[str, ...], overrides: tuple[str, ...]) -> dict[str, object]:
     """Every method's typed config with its overrides; all problems are reported before any model loads."""
+    from simu_bench import registry
     from simu_bench.config import load_config, parse_override
 
     for text in overrides:
@@ -99,7 +100,8 @@ def load_method_configs(methods: tuple[str, ...], overrides: tuple[str, ...]) ->
     configs, failed = {}, {}
     for method in methods:
         try:
-            configs[method] = load_config(method, overrides_for(method, overrides, methods))
+            # The shipped YAML by path: a folder named like the method in the cwd must not shadow it.
+            configs[method] = load_config(registry.config_path(method), overrides_for(method, overrides, methods))
         except UserError as error:
             failed[method] = str(error)
     if failed:

@@ -19,6 +19,8 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from simu_bench.errors import UserError
 from simu_bench.plan import Plan, Resolved, check_inputs, plan_runs, prepare_inputs
 from simu_bench.store import REFERENCE, Run
@@ -89,8 +91,11 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, say) -> str:
-    """Do one run (reference or method) into its directory; return its status."""
+def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, say, show=lambda stage: None) -> str:
+    """Do one run (reference or method) into its directory; return its status.
+
+    `say` prints a line (the one-line summary); `show` names the stage now running.
+    """
     import gc
 
     from simu_bench import loop, registry
@@ -111,10 +116,12 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
         log.info("run %s seed %s in %s", run.method, run.seed, run.path)
         try:
             seed_everything(run.seed or 0)
+            show("load")
             model, tokenizer = load_target(resolved.model, device=plan.device)
             now = stage("load", started)
             if run.method != REFERENCE:
                 unlearner = registry.create(resolved.unlearn_configs[run.method])
+                show("unlearn")
                 result = loop.run(unlearner, model, tokenizer, data, seed=run.seed, progress=not plan.quiet)
                 now = stage("unlearn", now)
                 run.write_json("unlearn.json", result.to_dict())
@@ -128,6 +135,7 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
                     run.finish(result.status, error=result.message)
                     say(f"{run.method} seed {run.seed}: {result.status}: {result.message}")
                     return result.status
+            show("evaluate")
             evaluation = evaluate_model(model, tokenizer, data, plan)
             stage("evaluate", now)
             metrics = evaluation.to_dict()
@@ -184,6 +192,10 @@ def run_benchmark(plan: Plan, say=print) -> dict[str, int]:
     from simu_bench.store import atomic_write_json
 
     configs = check_inputs(plan)
+    if plan.quiet:  # transformers' weight-loading bars, once per run
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     resolved = prepare_inputs(plan)
     data = load_lume(resolved.data_dir)
     runs = plan_runs(plan, resolved, configs)
@@ -191,13 +203,23 @@ def run_benchmark(plan: Plan, say=print) -> dict[str, int]:
     Path(plan.out).mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(plan.out) / "run.json", {"command": plan.command, "date": env["date"]})
     counts: dict[str, int] = {}
-    for run in runs:
-        if run.is_done():
-            status = "skipped"
-            say(f"{run.method}" + ("" if run.seed is None else f" seed {run.seed}") + f": already done ({run.status()['status']}), skipped")
-        else:
-            status = execute(plan, resolved, run, data, env, say)
-        counts[status] = counts.get(status, 0) + 1
+    # The outer bar counts runs and names the stage in progress; prepare and unlearn show their own bars.
+    bar = tqdm(total=len(runs), unit="run", disable=plan.quiet, dynamic_ncols=True)
+    write = bar.write if not plan.quiet else say
+    try:
+        for run in runs:
+            name = run.method if run.seed is None else f"{run.method} seed {run.seed}"
+            if run.is_done():
+                status = "skipped"
+                write(f"{name}: already done ({run.status()['status']}), skipped")
+            else:
+                show = lambda stage: bar.set_description_str(f"{name}: {stage}")
+                status = execute(plan, resolved, run, data, env, write, show)
+            counts[status] = counts.get(status, 0) + 1
+            bar.update(1)
+        bar.set_description_str("done")
+    finally:
+        bar.close()
     for path in write_leaderboard(Path(plan.out), plan.command):
         say(f"wrote {path}")
     return counts
