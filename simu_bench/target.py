@@ -1,0 +1,250 @@
+"""The target model: build, cache and load the model that unlearning starts from.
+
+The embedded benchmark's target is a small OLMo-architecture model (transformers'
+`OlmoForCausalLM`, the family of the paper's OLMo-1B) with a byte-level BPE tokenizer trained
+on the corpus, fine-tuned on forget + retain + world facts until it has memorised them (see
+`simu_bench.finetune`). `prepare()` writes the data directory and the trained target into a
+cache directory under a hash of (data files, config, seed, code version) and reuses a finished
+entry; `load_target()` loads this target or any causal LM by path or hub id.
+
+Command line: `simu-bench prepare` (see `simu_bench.commands.prepare`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from simu_bench import __version__
+from simu_bench.data import LumeData, load_lume, write_jsonl
+from simu_bench.errors import UserError
+
+# Bump when the training recipe changes in a way that changes the weights: old cache entries
+# are then rebuilt instead of reused.
+RECIPE_VERSION = 1
+DATA_FILES = ("forget.jsonl", "retain.jsonl", "member.jsonl", "nonmember.jsonl", "world_facts.jsonl")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """Size and training recipe of the tiny target. The defaults are the embedded benchmark's."""
+
+    vocab_size: int = 2048  # upper bound; a small corpus yields fewer BPE merges
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 512  # the MLP units SIMU attributes (the inputs of down_proj)
+    max_position_embeddings: int = 2048  # rotary, so long contexts cost no parameters
+    max_epochs: int = 80
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 0.0  # memorising is the goal; decay only slows it
+    warmup_steps: int = 20
+    stop_loss: float = 0.05  # stop once every row is memorised and the answer-token loss is below this
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Where `prepare()` put things, the loaded data, and the build's record (manifest.json)."""
+
+    data_dir: Path
+    target_dir: Path
+    data: LumeData
+    info: dict = field(default_factory=dict, compare=False)
+
+
+def cache_dir() -> Path:
+    """The cache root: `$SIMU_BENCH_CACHE` if set, else `~/.cache/simu-bench`."""
+    configured = os.environ.get("SIMU_BENCH_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "simu-bench"
+
+
+def build_model(config: TargetConfig, tokenizer):
+    """A randomly initialised `OlmoForCausalLM` sized by `config`, with the tokenizer's ids."""
+    from transformers import OlmoConfig, OlmoForCausalLM
+
+    model_config = OlmoConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=config.max_position_embeddings,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    model = OlmoForCausalLM(model_config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None
+    return model
+
+
+def train_target(data: LumeData, config: TargetConfig, seed: int, out_dir: Path, progress: bool = True) -> dict:
+    """Train tokenizer and model on `data`'s forget + retain + utility rows; save into `out_dir`.
+
+    The tokenizer is trained on every text of the corpus, held-out documents included: they
+    are tokenized like the rest (so MIA compares NLLs at the same granularity), but the model
+    never trains on them. Returns the build statistics.
+    """
+    import torch
+
+    from simu_bench.finetune import finetune
+    from simu_bench.tokenizer import train_tokenizer
+
+    rows = [{"input": e.input, "output": e.output} for e in (*data.forget, *data.retain, *data.utility)]
+    corpus = [row["input"] + " " + row["output"] for row in rows]
+    corpus += [document.text for document in (*data.member, *data.nonmember)]
+    tokenizer = train_tokenizer(corpus, config.vocab_size, config.max_position_embeddings)
+    torch.manual_seed(seed)
+    model = build_model(config, tokenizer)
+    started = time.perf_counter()
+    # One intra-op thread: the matrices are too small to gain from more, a busy machine makes
+    # extra threads spin (several times slower), and the weights then do not depend on the
+    # machine's core count (summation order), so a seed gives the same bytes everywhere.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = finetune(model, tokenizer, rows, config, seed, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "training_rows": len(rows),
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "tokens_trained": result.tokens_trained,
+        "final_loss": round(result.final_loss, 6),
+        "final_answer_loss": round(result.final_answer_loss, 6),
+        "memorised_rows": round(result.memorised, 4),
+        "train_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _write_data(directory: Path, data, seed: int, docs_per_task: int) -> None:
+    """Write the data directory: the generator's output, or a seeded subset of a LUME folder."""
+    if data is None or not isinstance(data, (str, Path)):
+        from simu_bench.synthetic import SyntheticConfig, write_dataset
+
+        write_dataset(directory, data if data is not None else SyntheticConfig(), seed)
+        return
+    from simu_bench.subset import subset_lume
+
+    from simu_bench.synthetic import write_rows
+
+    # subset_lume returns generate()-shaped rows; real LUME has no world facts (an empty file)
+    write_rows(directory, subset_lume(load_lume(Path(data)), docs_per_task, seed))
+
+
+def _data_hash(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for name in DATA_FILES:
+        path = directory / name
+        if path.exists():
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _is_complete(entry: Path) -> bool:
+    return (entry / "manifest.json").is_file() and (entry / "target" / "model.safetensors").is_file()
+
+
+def prepare(data=None, target: TargetConfig = TargetConfig(), seed: int = 0, cache: Path | None = None,
+            progress: bool = True, *, docs_per_task: int = 10) -> Prepared:
+    """Build (or reuse) the data directory and the memorised target; return where they are.
+
+    Args:
+        data: None for the default synthetic data, a `SyntheticConfig`, or a LUME folder (a
+            seeded subset of `docs_per_task` documents per task and split is used; the unused
+            documents become the held-out non-members).
+        target: the model size and training recipe.
+        seed: seeds the data generator (or subset) and the training.
+        cache: the cache root; default `cache_dir()`.
+        progress: show a progress bar while training.
+
+    The cache entry is `<cache>/targets/<hash>/{data,target,manifest.json}`. It is built in a
+    temporary folder and renamed into place, so an interrupted build leaves no partial entry.
+    """
+    root = Path(cache) if cache is not None else cache_dir()
+    targets = root / "targets"
+    targets.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=targets))
+    try:
+        _write_data(staging / "data", data, seed, docs_per_task)
+        recipe = {
+            "data_sha256": _data_hash(staging / "data"),
+            "target": asdict(target),
+            "seed": seed,
+            "simu_bench": __version__,
+            "recipe": RECIPE_VERSION,
+        }
+        key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+        entry = targets / key
+        if not _is_complete(entry):
+            started = time.perf_counter()
+            loaded = load_lume(staging / "data")
+            stats = train_target(loaded, target, seed, staging / "target", progress=progress)
+            manifest = {**recipe, **stats, "prepare_seconds": round(time.perf_counter() - started, 2)}
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            if entry.exists():  # an incomplete leftover under the same key: replace it
+                shutil.rmtree(entry)
+            try:
+                staging.rename(entry)
+            except OSError:
+                if not _is_complete(entry):  # another process finished first: keep theirs
+                    raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    info = json.loads((entry / "manifest.json").read_text())
+    return Prepared(entry / "data", entry / "target", load_lume(entry / "data"), info)
+
+
+def load_target(name_or_path, device: str = "cpu", dtype=None, trust_remote_code: bool = False):
+    """Load a causal LM and its tokenizer by local path or hub id; safetensors weights only.
+
+    `dtype` None loads float32 (exact and safe on CPU); pass "auto" for the checkpoint's own
+    dtype or e.g. torch.bfloat16 on a GPU. Sets a pad token (the EOS token) when the tokenizer
+    has none, so batched generation works.
+    Raises UserError for a missing path or a folder without safetensors weights.
+    """
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep == "\\" and "\\" in name
+    if looks_local:
+        if not path.is_dir():
+            raise UserError(f"target {name!r} does not exist; expected a model folder (config.json + *.safetensors) or a hub id like 'allenai/OLMo-1B-hf'; run `simu-bench prepare` to build the embedded target")
+        if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
+            raise UserError(f"target folder {path} lacks config.json or *.safetensors weights; expected a folder written by save_pretrained(safe_serialization=True)")
+        name = str(path)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=dtype if dtype is not None else torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+    except OSError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot load target {name!r}: {first_line}; expected a local model folder or a reachable hub id with safetensors weights") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.generation_config, "pad_token_id", None) is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.to(device)
+    model.eval()
+    return model, tokenizer
