@@ -192,8 +192,10 @@ def attribute(model, tokenizer, examples: Sequence, *, m: int = 3, batch_size: i
         for parameter, _ in frozen:
             parameter.requires_grad_(False)
         with torch.enable_grad():
-            for start in range(0, len(examples), batch_size):
-                batch = collate(tokenizer, examples[start : start + batch_size], max_length)
+            # Similar lengths share a batch, so that few padded rows ride through every copy.
+            ordered = sorted(examples, key=lambda e: len(e.input) + len(e.output))
+            for start in range(0, len(ordered), batch_size):
+                batch = collate(tokenizer, ordered[start : start + batch_size], max_length)
                 ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
                 answer = (batch.labels != IGNORE).to(device)  # the tokens the GradDiff loss sees
                 rows_per_copy[0] = ids.shape[0]
