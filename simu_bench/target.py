@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from simu_bench import __version__
-from simu_bench.data import LumeData, load_lume, write_jsonl
+from simu_bench.data import LumeData, load_lume
 from simu_bench.errors import UserError
 
 # Bump when the training recipe changes in a way that changes the weights: old cache entries
@@ -118,7 +118,15 @@ def train_target(data: LumeData, config: TargetConfig, seed: int, out_dir: Path,
     finally:
         torch.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a one-shard "Writing model shards" bar says nothing
+    try:
+        model.save_pretrained(out_dir, safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(out_dir)
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -142,7 +150,6 @@ def _write_data(directory: Path, data, seed: int, docs_per_task: int) -> None:
         write_dataset(directory, data if data is not None else SyntheticConfig(), seed)
         return
     from simu_bench.subset import subset_lume
-
     from simu_bench.synthetic import write_rows
 
     # subset_lume returns generate()-shaped rows; real LUME has no world facts (an empty file)

@@ -1,0 +1,76 @@
+"""`simu-bench prepare`: arguments, output, errors, and the real-LUME subset path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import simu_bench.target
+from simu_bench.cli import main
+from simu_bench.data import load_lume
+
+LUME = Path(__file__).parents[2] / "shared" / "lume"
+
+
+@pytest.fixture
+def tiny_prepare(tiny_target, tiny_cache, monkeypatch):
+    """Route the command to the tiny recipe and cache (already built, so this is a warm call)."""
+    from conftest import TINY_DATA, TINY_TARGET
+
+    real = simu_bench.target.prepare
+    calls = []
+
+    def tiny(data=None, target=None, seed=0, cache=None, progress=True, *, docs_per_task=10):
+        calls.append({"data": data, "seed": seed, "progress": progress, "docs_per_task": docs_per_task})
+        return real(data if data is not None else TINY_DATA, TINY_TARGET, seed, tiny_cache, progress)
+
+    monkeypatch.setattr(simu_bench.target, "prepare", tiny)
+    return calls
+
+
+def test_prepare_prints_where_data_and_target_are(tiny_target, tiny_prepare, capsys):
+    assert main(["prepare", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"data:    {tiny_target.data_dir}" in out
+    assert f"target:  {tiny_target.target_dir}" in out
+    assert f"{tiny_target.info['parameters']:,} parameters" in out
+    assert f"{tiny_target.info['tokens_trained']:,} tokens" in out
+    assert tiny_prepare == [{"data": None, "seed": 0, "progress": False, "docs_per_task": 10}]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["prepare", "--data", "no/such/dir"], "no such directory"),
+        (["prepare", "--docs-per-task", "0"], "expected a positive number"),
+    ],
+)
+def test_prepare_rejects_bad_arguments(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("simu-bench prepare: error:") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(not (LUME / "forget.jsonl").exists(), reason="../shared/lume is not present")
+def test_prepare_on_real_lume_writes_a_seeded_subset(tmp_path, monkeypatch):
+    """--data DIR: N documents per task and split are trained on; unused ones are held out."""
+    from test_target import MICRO_TARGET
+
+    def skip_training(model, tokenizer, rows, config, seed, progress=True):
+        return simu_bench.finetune.FinetuneResult(1, 1, 1, 0.0, 0.0, 1.0)
+
+    import simu_bench.finetune
+
+    monkeypatch.setattr(simu_bench.finetune, "finetune", skip_training)
+    prepared = simu_bench.target.prepare(LUME, MICRO_TARGET, seed=1, cache=tmp_path, progress=False, docs_per_task=2)
+    data = load_lume(prepared.data_dir)
+    full = load_lume(LUME)
+    for split in ("forget", "retain"):
+        rows = data.split(split)
+        for task in ("Task1", "Task2", "Task3"):
+            assert len({row.document_id for row in rows if row.task == task}) == 2
+        assert set(rows) <= set(full.split(split))
+    trained = {row.document_id for row in (*data.forget, *data.retain)}
+    assert len(data.nonmember) == 6 and not trained & {document.id for document in data.nonmember}
+    assert data.utility == ()
