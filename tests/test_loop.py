@@ -41,6 +41,21 @@ def test_labels_cover_answer_and_eos_only(tok, data):
     assert tok.decode(enc.input_ids[0, :n]) == f"{example.input} {example.output}<|endoftext|>"
 
 
+def test_tokenisation_matches_the_targets_training(tiny_target):
+    """Unlearning sees exactly the ids the target memorised, with the prompt masked out."""
+    from transformers import AutoTokenizer
+
+    from simu_bench import finetune
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_target.target_dir)
+    examples = tiny_target.data.forget + tiny_target.data.retain
+    trained = finetune.encode_rows(tokenizer, [dict(input=e.input, output=e.output) for e in examples], 512)
+    for example, (ids, answer_start) in zip(examples, trained):
+        got_ids, labels = pairing.encode_example(tokenizer, example, 512)
+        assert got_ids == ids
+        assert labels == [-100] * answer_start + ids[answer_start:]
+
+
 def test_pairing_is_seeded_and_uses_every_retain_example_once(data):
     pairs = pairing.pair(data.forget, data.retain, torch.Generator().manual_seed(7))
     again = pairing.pair(data.forget, data.retain, torch.Generator().manual_seed(7))
