@@ -1,7 +1,7 @@
 """Evaluate an in-memory model on LUME: the task pack through lm-eval, MIA, utility, final score.
 
     from simu_bench import evaluate
-    result = evaluate(model, tokenizer, load_lume("data/"), batch_size=32)
+    result = evaluate(model, tokenizer, load_lume("data/"), batch_size=64)
     print(result.to_dict()["task_aggregate"])
 
 Generation goes through lm-eval's `HFLM(pretrained=model, tokenizer=tokenizer)` on the tasks
@@ -62,7 +62,7 @@ class EvalResult:
         return out
 
 
-def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = 32, max_new_tokens: int = 256,
+def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = 64, max_new_tokens: int = 256,
              utility_tasks: list[str] | None = None, limit: int | None = None,
              mia_batch_size: int | None = None, verbose: bool = False) -> EvalResult:
     """Evaluate `model` on `data` exactly as LUME's official scorer does, batched.
@@ -120,9 +120,6 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = 32, max_new_
 
 def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit):
     """Run the task pack through lm-eval; return (scored samples, utility dict or None)."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
     from simu_bench import tasks as task_pack
 
     cells = {(e.split, e.task, e.kind) for split in SPLITS for e in data.split(split)}
@@ -133,43 +130,58 @@ def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, util
     with tempfile.TemporaryDirectory(prefix="simu-bench-eval-") as tmp:
         # The task pack reads rows from a directory; write exactly this LumeData there.
         _write_data(Path(tmp), data)
-        manager = TaskManager(include_path=str(task_pack.path()), include_defaults=False, metadata={"data_dir": tmp})
-        out = lm_eval.simple_evaluate(
-            model=lm, tasks=names, task_manager=manager, limit=limit, bootstrap_iters=0,
-            log_samples=True, gen_kwargs={"max_gen_toks": max_new_tokens},
-        )
-    samples = []
-    for name in names:
-        for sample in sorted(out["samples"][name], key=lambda s: s["doc_id"]):
-            doc = sample["doc"]
-            generation = sample["filtered_resps"][0]
-            samples.append({
-                "id": doc["id"], "split": doc["split"], "task": doc["task"], "kind": doc["kind"],
-                "input": doc["input"], "expected": doc["output"], "generation": generation,
-                "score": scoring.score_row(doc["kind"], doc["output"], generation),
-            })
-    utility = None
-    if utility_tasks is None and data.utility:
-        scores = [s["score"] for s in samples if s["split"] == "utility"]
-        utility = {"name": UTILITY_NAME, "value": sum(scores) / len(scores)}
-    elif utility_tasks:
-        utility = _external_utility(lm, utility_tasks, limit)
+        out = _run_tasks(lm, names, tmp, limit, {"max_gen_toks": max_new_tokens})
+        samples = []
+        for name in names:
+            for sample in sorted(out["samples"][name], key=lambda s: s["doc_id"]):
+                doc = sample["doc"]
+                samples.append({
+                    "id": doc["id"], "split": doc["split"], "task": doc["task"], "kind": doc["kind"],
+                    "input": doc["input"], "expected": doc["output"], "generation": sample["filtered_resps"][0],
+                    # the task's process_results scored the row with simu_bench.scoring
+                    "score": float(sample[scoring.METRIC_OF_KIND[doc["kind"]]]),
+                })
+        utility = None
+        if utility_tasks is None and data.utility:
+            scores = [s["score"] for s in samples if s["split"] == "utility"]
+            utility = {"name": UTILITY_NAME, "value": sum(scores) / len(scores)}
+        elif utility_tasks:
+            utility = _external_utility(lm, list(utility_tasks), tmp, limit)
     return samples, utility
 
 
-def _external_utility(lm, utility_tasks, limit) -> dict:
-    """Mean headline metric of lm-eval tasks (e.g. mmlu), with lm-eval's own task registry."""
-    import lm_eval
+def _run_tasks(lm, names, data_dir, limit, gen_kwargs=None) -> dict:
+    """lm-eval's evaluator on `names` (the pack's tasks, or any registered task).
+
+    Calls `lm_eval.evaluator.evaluate` rather than `simple_evaluate`: the latter also re-seeds
+    the global random generators and collects environment details (a `pip list` subprocess),
+    which costs more than generating the embedded benchmark's answers.
+    """
+    from lm_eval.evaluator import evaluate as lm_evaluate
     from lm_eval.tasks import TaskManager
 
     from simu_bench import tasks as task_pack
     from simu_bench.errors import did_you_mean
 
-    manager = TaskManager(include_path=str(task_pack.path()))
-    for name in utility_tasks:
+    ours = not any(name != task_pack.GROUP and not name.startswith("lume_") for name in names)
+    # lm-eval's own registry (~15k tasks) takes seconds to index: only when a name needs it.
+    manager = TaskManager(include_path=str(task_pack.path()), include_defaults=not ours, metadata={"data_dir": data_dir})
+    for name in names:
         if name not in manager.all_tasks:
-            raise UserError(f"unknown lm-eval utility task {name!r}{did_you_mean(name, manager.all_tasks)}")
-    out = lm_eval.simple_evaluate(model=lm, tasks=list(utility_tasks), task_manager=manager, limit=limit, bootstrap_iters=0)
+            raise UserError(f"unknown lm-eval task {name!r}{did_you_mean(name, manager.all_tasks)}")
+    task_dict = manager.load(names)
+    for task in task_dict["tasks"].values():
+        if gen_kwargs and task.get_config("output_type") == "generate_until":
+            task.set_config(key="generation_kwargs", value=dict(gen_kwargs), update=True)
+        if task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=0)
+        task.set_fewshot_seed(seed=1234)  # lm-eval's default few-shot seed
+    return lm_evaluate(lm=lm, task_dict=task_dict, limit=limit, bootstrap_iters=0, log_samples=True)
+
+
+def _external_utility(lm, utility_tasks, data_dir, limit) -> dict:
+    """Mean headline metric of lm-eval tasks (e.g. mmlu), labelled with their names."""
+    out = _run_tasks(lm, utility_tasks, data_dir, limit)
     values = []
     for name in utility_tasks:
         metrics = out["results"][name]

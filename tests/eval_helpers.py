@@ -32,3 +32,52 @@ def tiny_model(tokenizer, seed: int = 0):
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def official_generations(model, tokenizer, examples, max_new_tokens: int = 256) -> list[str]:
+    """The official scorer's generation loop: one unpadded `generate` per row, greedy, then the
+    new tokens decoded with `skip_special_tokens=True, clean_up_tokenization_spaces=True`."""
+    import torch
+
+    outputs = []
+    for example in examples:
+        encoded = tokenizer(example.input, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(encoded.input_ids, attention_mask=encoded.attention_mask,
+                                 max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                                 pad_token_id=tokenizer.eos_token_id)
+        new_tokens = out[:, encoded.input_ids.shape[1]:]
+        outputs.append(tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=True)[0])
+    return outputs
+
+
+def official_document_nll(model, tokenizer, texts) -> list[float]:
+    """The official MIA loop: `model(ids, labels=ids).loss`, one document at a time."""
+    import torch
+
+    values = []
+    for text in texts:
+        input_ids = tokenizer(text, return_tensors="pt").input_ids
+        with torch.no_grad():
+            values.append(model(input_ids, labels=input_ids.clone()).loss.item())
+    return values
+
+
+def official_evaluation(model, tokenizer, data, max_new_tokens: int = 256) -> tuple[list[str], dict]:
+    """Generations of every forget/retain/utility row and the metrics, computed like the official script."""
+    from simu_bench import scoring
+
+    examples = [e for split in ("forget", "retain", "utility") for e in data.split(split)]
+    was_training = model.training
+    model.eval()
+    try:
+        generations = official_generations(model, tokenizer, examples, max_new_tokens)
+        member = official_document_nll(model, tokenizer, [d.text for d in data.member])
+        nonmember = official_document_nll(model, tokenizer, [d.text for d in data.nonmember])
+    finally:
+        model.train(was_training)
+    scores = [scoring.score_row(e.kind, e.output, g) for e, g in zip(examples, generations)]
+    lume = [(e.split, e.task, e.kind, s) for e, s in zip(examples, scores) if e.split != "utility"]
+    world = [s for e, s in zip(examples, scores) if e.split == "utility"]
+    utility = {"name": "world_facts", "value": sum(world) / len(world)} if world else None
+    return generations, scoring.metrics(lume, member or None, nonmember or None, utility)
