@@ -153,3 +153,37 @@ def test_bad_settings_are_user_errors(tokenizer, kwargs, message):
 def test_empty_set_is_a_user_error(tokenizer):
     with pytest.raises(UserError, match="empty"):
         attribute(tiny_model(tokenizer), tokenizer, (), m=3)
+
+
+def test_zeroing_the_top_attributed_units_hurts_the_forget_answers_far_more_than_random_ones(tiny_model_and_tokenizer, tiny_target):
+    from simu_bench.losses import answer_nll
+
+    model, tokenizer = tiny_model_and_tokenizer
+    forget = tiny_target.data.forget
+    scores = attribute(model, tokenizer, forget, m=3)
+    layers, units = scores.shape
+    count = -(-layers * units // 20)  # 5% of all units
+    batch = collate(tokenizer, forget, 512)
+
+    def forget_nll_without(zeroed):  # zeroed: bool (layers * units,)
+        keep = (~zeroed).view(layers, units).float()
+        handles = [p.module.register_forward_pre_hook(lambda module, args, k=keep[p.layer]: (args[0] * k,))
+                   for p in down_projections(model)]
+        try:
+            with torch.no_grad():
+                return answer_nll(model, batch).item()
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def chosen(indices):
+        zeroed = torch.zeros(layers * units, dtype=torch.bool)
+        zeroed[indices] = True
+        return zeroed
+
+    base = forget_nll_without(chosen([]))
+    top = forget_nll_without(chosen(scores.flatten().topk(count).indices)) - base
+    generator = torch.Generator().manual_seed(0)
+    random = [forget_nll_without(chosen(torch.randperm(layers * units, generator=generator)[:count])) - base
+              for _ in range(5)]
+    assert top > 10 * max(max(random), 1e-6), (top, random)
