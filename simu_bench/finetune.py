@@ -14,7 +14,9 @@ Training stops early once every row is memorised and the answer-token loss is be
 `stop_loss`. A row counts as memorised when, with the gold answer fed in (teacher forcing),
 every answer token and the EOS are the model's top choice: then greedy decoding from the
 prompt follows exactly the gold path and stops at EOS. The loss margin guards against near
-ties. (The all-token loss is no stopping signal: the prompt's first tokens can never be
+ties. The training statistics of an epoch mix weights from before and after each step, so
+when they say "memorised" a check pass over all rows with the final weights (no update)
+decides. (The all-token loss is no stopping signal: the prompt's first tokens can never be
 predicted, so it has a floor above zero.)
 """
 
@@ -79,12 +81,46 @@ def _collate(encoded, indices: list[int], pad_id: int):
     return ids, attention, answer
 
 
+def _answer_stats(model, batch):
+    """Per-token losses and the rows whose answer tokens are all the top choice.
+
+    Returns (token losses (batch, seq-1), valid mask, answer mask, memorised rows (batch,)).
+    """
+    ids, attention, answer = batch
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]  # (batch, seq-1, vocab)
+    targets = ids[:, 1:]
+    valid = attention[:, 1:].bool()
+    answer_mask = answer[:, 1:]
+    token_losses = torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none"
+    ).view_as(targets)
+    wrong = (logits.detach().argmax(-1) != targets) & answer_mask
+    return token_losses, valid, answer_mask, ~wrong.any(dim=1)
+
+
+@torch.no_grad()
+def check_memorised(model, encoded, pad_id: int, batch_size: int) -> tuple[float, float]:
+    """With the current weights: (fraction of rows memorised, mean answer-token loss)."""
+    was_training = model.training
+    model.eval()
+    rows = answer_sum = answer_count = 0
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    for start in range(0, len(order), batch_size):
+        batch = _collate(encoded, order[start : start + batch_size], pad_id)
+        token_losses, _, answer_mask, memorised = _answer_stats(model, batch)
+        rows += int(memorised.sum())
+        answer_sum += float(token_losses[answer_mask].sum())
+        answer_count += int(answer_mask.sum())
+    model.train(was_training)
+    return rows / len(encoded), answer_sum / max(1, answer_count)
+
+
 def finetune(model, tokenizer, rows: list[dict], config, seed: int, progress: bool = True) -> FinetuneResult:
     """Train `model` in place on `rows` (dicts with input/output); deterministic for a seed.
 
     AdamW at `config.lr` with a linear warm-up over the first `config.warmup_steps` steps and a
-    cosine decay to 10% over `config.max_epochs`; stops early when, in one epoch, every row
-    was memorised and the answer-token loss was below `config.stop_loss`.
+    cosine decay to 10% over `config.max_epochs`; stops early once every row is memorised and
+    the answer-token loss is below `config.stop_loss` with the final weights.
     """
     from tqdm.auto import tqdm
 
@@ -110,14 +146,8 @@ def finetune(model, tokenizer, rows: list[dict], config, seed: int, progress: bo
         loss_sum = answer_sum = 0.0
         token_count = answer_count = rows_memorised = 0
         for indices in _batches(encoded, config.batch_size, rng):
-            ids, attention, answer = _collate(encoded, indices, tokenizer.pad_token_id)
-            logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]  # (batch, seq-1, vocab)
-            targets = ids[:, 1:]
-            valid = attention[:, 1:].bool()
-            answer_mask = answer[:, 1:]
-            token_losses = torch.nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none"
-            ).view_as(targets)  # (batch, seq-1)
+            batch = _collate(encoded, indices, tokenizer.pad_token_id)
+            token_losses, valid, answer_mask, memorised_rows = _answer_stats(model, batch)
             loss = token_losses[valid].mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -125,20 +155,23 @@ def finetune(model, tokenizer, rows: list[dict], config, seed: int, progress: bo
             optimizer.step()
             scheduler.step()
             step += 1
-            tokens_trained += int(attention.sum())
+            tokens_trained += int(batch[1].sum())  # non-padding tokens
             detached = token_losses.detach()
             loss_sum += float(detached[valid].sum())
             token_count += int(valid.sum())
             answer_sum += float(detached[answer_mask].sum())
             answer_count += int(answer_mask.sum())
-            wrong = (logits.detach().argmax(-1) != targets) & answer_mask  # (batch, seq-1)
-            rows_memorised += int((~wrong.any(dim=1)).sum())
+            rows_memorised += int(memorised_rows.sum())
         loss_value = loss_sum / max(1, token_count)
         answer_value = answer_sum / max(1, answer_count)
         memorised = rows_memorised / len(encoded)
         bar.set_postfix(loss=f"{loss_value:.3f}", answer_loss=f"{answer_value:.4f}", memorised=f"{memorised:.0%}")
         if memorised == 1.0 and answer_value < config.stop_loss:
-            break
+            memorised, answer_value = check_memorised(model, encoded, tokenizer.pad_token_id, config.batch_size)
+            if memorised == 1.0 and answer_value < config.stop_loss:
+                break
+    else:  # out of epochs: report what the final weights have memorised
+        memorised, answer_value = check_memorised(model, encoded, tokenizer.pad_token_id, config.batch_size)
     bar.close()
     model.eval()
     return FinetuneResult(epoch + 1, step, tokens_trained, loss_value, answer_value, memorised)

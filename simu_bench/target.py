@@ -25,9 +25,9 @@ from simu_bench import __version__
 from simu_bench.data import LumeData, load_lume
 from simu_bench.errors import UserError
 
-# Bump when the training recipe changes in a way that changes the weights: old cache entries
-# are then rebuilt instead of reused.
-RECIPE_VERSION = 1
+# The modules whose code decides the weights: their source is part of the cache key, so any
+# change to the recipe rebuilds the target instead of reusing a stale one.
+RECIPE_MODULES = ("target.py", "finetune.py", "tokenizer.py")  # the data is hashed by content
 DATA_FILES = ("forget.jsonl", "retain.jsonl", "member.jsonl", "nonmember.jsonl", "world_facts.jsonl")
 
 
@@ -165,6 +165,17 @@ def _data_hash(directory: Path) -> str:
     return digest.hexdigest()
 
 
+def _code_version() -> dict:
+    """simu-bench's version, a hash of the recipe's source, and the libraries that train."""
+    import importlib.metadata
+
+    digest = hashlib.sha256()
+    for name in RECIPE_MODULES:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    versions = {package: importlib.metadata.version(package) for package in ("torch", "transformers", "tokenizers")}
+    return {"simu_bench": __version__, "recipe_sha256": digest.hexdigest()[:16], **versions}
+
+
 def _is_complete(entry: Path) -> bool:
     return (entry / "manifest.json").is_file() and (entry / "target" / "model.safetensors").is_file()
 
@@ -195,8 +206,7 @@ def prepare(data=None, target: TargetConfig = TargetConfig(), seed: int = 0, cac
             "data_sha256": _data_hash(staging / "data"),
             "target": asdict(target),
             "seed": seed,
-            "simu_bench": __version__,
-            "recipe": RECIPE_VERSION,
+            "code": _code_version(),
         }
         key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
         entry = targets / key
