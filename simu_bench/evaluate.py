@@ -73,7 +73,8 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = 64, max_new_
             documents feed the MIA, its world facts are the utility unless `utility_tasks` is set.
         batch_size: rows per `generate` call (and documents per NLL forward unless
             `mia_batch_size` is set).
-        max_new_tokens: new-token limit per generation (LUME: 256).
+        max_new_tokens: new-token limit per generation (LUME: 256), for every generative task
+            of the run, utility tasks included.
         utility_tasks: lm-eval task names to use as utility instead of the world facts (e.g.
             ["mmlu"] for a real model); the utility is their mean headline metric, named by them.
         limit: evaluate only the first `limit` rows of each task and documents of each MIA set.
@@ -126,27 +127,32 @@ def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, util
     names = [task_pack.task_name(*cell) for cell in sorted(cells)]
     if data.utility and utility_tasks is None:
         names.append(task_pack.UTILITY_TASK)
-    lm = _make_lm(model, tokenizer, data, batch_size, max_new_tokens)
+    rows = [e for split in (*SPLITS, "utility") for e in data.split(split)]
+    longest = max((len(tokenizer(e.input)["input_ids"]) for e in rows), default=1)
+    # A context window that fits the longest prompt plus its answer: nothing is truncated.
+    lm = _make_lm(model, tokenizer, batch_size, max_new_tokens, max_length=longest + max_new_tokens)
     with tempfile.TemporaryDirectory(prefix="simu-bench-eval-") as tmp:
         # The task pack reads rows from a directory; write exactly this LumeData there.
         _write_data(Path(tmp), data)
-        out = _run_tasks(lm, names, tmp, limit, {"max_gen_toks": max_new_tokens})
-        samples = []
-        for name in names:
-            for sample in sorted(out["samples"][name], key=lambda s: s["doc_id"]):
-                doc = sample["doc"]
-                samples.append({
-                    "id": doc["id"], "split": doc["split"], "task": doc["task"], "kind": doc["kind"],
-                    "input": doc["input"], "expected": doc["output"], "generation": sample["filtered_resps"][0],
-                    # the task's process_results scored the row with simu_bench.scoring
-                    "score": float(sample[scoring.METRIC_OF_KIND[doc["kind"]]]),
-                })
         utility = None
-        if utility_tasks is None and data.utility:
-            scores = [s["score"] for s in samples if s["split"] == "utility"]
-            utility = {"name": UTILITY_NAME, "value": sum(scores) / len(scores)}
-        elif utility_tasks:
-            utility = _external_utility(lm, list(utility_tasks), tmp, limit)
+        if utility_tasks:  # first, so that a wrong task name fails before the long generation
+            # the model's own context window here: these tasks are not LUME's
+            external = _make_lm(model, tokenizer, batch_size, max_new_tokens, max_length=None)
+            utility = _external_utility(external, list(utility_tasks), tmp, limit, max_new_tokens)
+        out = _run_tasks(lm, names, tmp, limit, {"max_gen_toks": max_new_tokens})
+    samples = []
+    for name in names:
+        for sample in sorted(out["samples"][name], key=lambda s: s["doc_id"]):
+            doc = sample["doc"]
+            samples.append({
+                "id": doc["id"], "split": doc["split"], "task": doc["task"], "kind": doc["kind"],
+                "input": doc["input"], "expected": doc["output"], "generation": sample["filtered_resps"][0],
+                # the task's process_results scored the row with simu_bench.scoring
+                "score": float(sample[scoring.METRIC_OF_KIND[doc["kind"]]]),
+            })
+    if utility_tasks is None and data.utility:
+        scores = [s["score"] for s in samples if s["split"] == "utility"]
+        utility = {"name": UTILITY_NAME, "value": sum(scores) / len(scores)}
     return samples, utility
 
 
@@ -179,9 +185,9 @@ def _run_tasks(lm, names, data_dir, limit, gen_kwargs=None) -> dict:
     return lm_evaluate(lm=lm, task_dict=task_dict, limit=limit, bootstrap_iters=0, log_samples=True)
 
 
-def _external_utility(lm, utility_tasks, data_dir, limit) -> dict:
+def _external_utility(lm, utility_tasks, data_dir, limit, max_new_tokens) -> dict:
     """Mean headline metric of lm-eval tasks (e.g. mmlu), labelled with their names."""
-    out = _run_tasks(lm, utility_tasks, data_dir, limit)
+    out = _run_tasks(lm, utility_tasks, data_dir, limit, {"max_gen_toks": max_new_tokens})
     values = []
     for name in utility_tasks:
         metrics = out["results"][name]
@@ -192,7 +198,7 @@ def _external_utility(lm, utility_tasks, data_dir, limit) -> dict:
     return {"name": "+".join(utility_tasks), "value": sum(values) / len(values)}
 
 
-def _make_lm(model, tokenizer, data, batch_size, max_new_tokens):
+def _make_lm(model, tokenizer, batch_size, max_new_tokens, max_length):
     from lm_eval.models.huggingface import HFLM
 
     class OfficialDecodeHFLM(HFLM):
@@ -201,10 +207,8 @@ def _make_lm(model, tokenizer, data, batch_size, max_new_tokens):
         def tok_decode(self, tokens, skip_special_tokens: bool = True):
             return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=True)
 
-    rows = [e for split in (*SPLITS, "utility") for e in data.split(split)]
-    longest = max((len(tokenizer(e.input)["input_ids"]) for e in rows), default=1)
     return OfficialDecodeHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                              max_length=longest + max_new_tokens, max_gen_toks=max_new_tokens)
+                              max_length=max_length, max_gen_toks=max_new_tokens)
 
 
 def _write_data(root: Path, data: LumeData) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 EOS, PAD = "<|endoftext|>", "<|padding|>"
 
 
@@ -81,3 +83,15 @@ def official_evaluation(model, tokenizer, data, max_new_tokens: int = 256) -> tu
     world = [s for e, s in zip(examples, scores) if e.split == "utility"]
     utility = {"name": "world_facts", "value": sum(world) / len(world)} if world else None
     return generations, scoring.metrics(lume, member or None, nonmember or None, utility)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread while a test runs: on a busy 2-core machine, two threads wait on each
+    other in every batched matmul and the tests crawl. Import this fixture into a test module."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from eval_helpers import one_thread  # noqa: F401  (autouse fixture)
 from eval_helpers import tiny_model, tiny_tokenizer
 from simu_bench.data import Document
 from simu_bench.mia import document_nll, membership_inference
