@@ -36,7 +36,15 @@ class Plan:
     quiet: bool = False
     eval_batch_size: int = 32
     max_new_tokens: int = MAX_NEW_TOKENS
+    threads: int | None = None  # torch CPU threads; None: 1 for the embedded target, else torch's default
     command: str = ""
+
+    def cpu_threads(self) -> int | None:
+        """Threads to use. The embedded target (under a million parameters) runs fastest on one
+        thread: its matrices are too small to split, and a second thread only adds waiting."""
+        if self.threads is not None:
+            return self.threads
+        return 1 if self.model is None and self.device == "cpu" else None
 
 
 @dataclass

@@ -187,15 +187,28 @@ def write_leaderboard(out: Path, command: str) -> list[Path]:
 
 def run_benchmark(plan: Plan, say=print) -> dict[str, int]:
     """Run the whole plan; return how many runs ended in each status (skipped included)."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    configs = check_inputs(plan)
+    bars, threads = hf_logging.is_progress_bar_enabled(), torch.get_num_threads()
+    if plan.quiet:  # transformers' weight-loading bars, once per run
+        hf_logging.disable_progress_bar()
+    if plan.cpu_threads():
+        torch.set_num_threads(plan.cpu_threads())
+    try:
+        return _run_all(plan, configs, say)
+    finally:
+        torch.set_num_threads(threads)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _run_all(plan: Plan, configs: dict, say) -> dict[str, int]:
     from simu_bench.data import load_lume
     from simu_bench.environment import environment
     from simu_bench.store import atomic_write_json
 
-    configs = check_inputs(plan)
-    if plan.quiet:  # transformers' weight-loading bars, once per run
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     resolved = prepare_inputs(plan)
     data = load_lume(resolved.data_dir)
     runs = plan_runs(plan, resolved, configs)

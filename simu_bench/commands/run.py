@@ -38,6 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="override a method config key, e.g. optimizer.lr=1e-5 or simu.options.t=0.3 (repeatable)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--eval-batch-size", type=int, default=32, metavar="N", help="generation batch size (default: 32)")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: 1 for the embedded "
+                        "target, whose small matrices run fastest on one thread; otherwise torch's default)")
     parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N",
                         help="generation limit per row (default: 256, as LUME's official scorer; lower only for quick checks)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, log lines only")
@@ -56,6 +58,8 @@ def command_line(args) -> str:
         words += ["--set", override]
     if args.device != "cpu":
         words += ["--device", args.device]
+    if args.threads is not None:
+        words += ["--threads", str(args.threads)]
     if args.max_new_tokens != 256:
         words += ["--max-new-tokens", str(args.max_new_tokens)]
     return shlex.join(words)
@@ -66,6 +70,8 @@ def main(args) -> int:
 
     if args.eval_batch_size < 1:
         raise UserError(f"--eval-batch-size {args.eval_batch_size}: expected a positive number, e.g. 32")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: expected a positive number of threads, e.g. 1")
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens {args.max_new_tokens}: expected a positive number of tokens, e.g. 256")
     utility = tuple(t.strip() for t in args.utility_tasks.split(",") if t.strip()) if args.utility_tasks else None
@@ -73,7 +79,7 @@ def main(args) -> int:
         methods=resolve_methods(args.methods), seeds=parse_seeds(args.seeds), out=args.out, data=args.data,
         model=args.model, utility_tasks=utility, overrides=tuple(args.overrides), device=args.device,
         quiet=args.quiet, eval_batch_size=args.eval_batch_size, max_new_tokens=args.max_new_tokens,
-        command=command_line(args),
+        threads=args.threads, command=command_line(args),
     )
     counts = run_benchmark(plan)
     print("runs: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items())))
