@@ -61,7 +61,7 @@ class TrainConfig:
     max_grad_norm: float = setting(1.0, gt=0.0, doc="gradient-norm clip")
     warmup_ratio: float = setting(0.1, ge=0.0, le=1.0, doc="share of steps of linear warm-up")
     max_length: int = setting(512, ge=2, doc="tokens per example (prompt + answer + eos)")
-    max_steps: int | None = setting(None, ge=1, doc="stop after this many optimizer steps")
+    max_steps: int | None = setting(None, ge=1, doc="stop after this many optimizer steps; the schedule spans them")
 
 
 @dataclass
