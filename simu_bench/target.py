@@ -28,6 +28,9 @@ from simu_bench.errors import UserError
 # The modules whose code decides the weights: their source is part of the cache key, so any
 # change to the recipe rebuilds the target instead of reusing a stale one.
 RECIPE_MODULES = ("target.py", "finetune.py", "tokenizer.py")  # the data is hashed by content
+# Real LUME (`prepare --data DIR`): documents per task and split to train on. Its documents are
+# long (sc rows of ~250 tokens), and 5 per task and split still memorise in minutes on a CPU.
+DEFAULT_DOCS_PER_TASK = 5
 DATA_FILES = ("forget.jsonl", "retain.jsonl", "member.jsonl", "nonmember.jsonl", "world_facts.jsonl")
 
 
@@ -181,7 +184,7 @@ def _is_complete(entry: Path) -> bool:
 
 
 def prepare(data=None, target: TargetConfig = TargetConfig(), seed: int = 0, cache: Path | None = None,
-            progress: bool = True, *, docs_per_task: int = 10) -> Prepared:
+            progress: bool = True, *, docs_per_task: int = DEFAULT_DOCS_PER_TASK) -> Prepared:
     """Build (or reuse) the data directory and the memorised target; return where they are.
 
     Args:

@@ -9,6 +9,7 @@ import pytest
 import simu_bench.target
 from simu_bench.cli import main
 from simu_bench.data import load_lume
+from simu_bench.target import DEFAULT_DOCS_PER_TASK
 
 LUME = Path(__file__).parents[2] / "shared" / "lume"
 
@@ -21,7 +22,7 @@ def tiny_prepare(tiny_target, tiny_cache, monkeypatch):
     real = simu_bench.target.prepare
     calls = []
 
-    def tiny(data=None, target=None, seed=0, cache=None, progress=True, *, docs_per_task=10):
+    def tiny(data=None, target=None, seed=0, cache=None, progress=True, *, docs_per_task=None):
         calls.append({"data": data, "seed": seed, "progress": progress, "docs_per_task": docs_per_task})
         return real(data if data is not None else TINY_DATA, TINY_TARGET, seed, tiny_cache, progress)
 
@@ -36,7 +37,7 @@ def test_prepare_prints_where_data_and_target_are(tiny_target, tiny_prepare, cap
     assert f"target:  {tiny_target.target_dir}" in out
     assert f"{tiny_target.info['parameters']:,} parameters" in out
     assert f"{tiny_target.info['tokens_trained']:,} tokens" in out
-    assert tiny_prepare == [{"data": None, "seed": 0, "progress": False, "docs_per_task": 10}]
+    assert tiny_prepare == [{"data": None, "seed": 0, "progress": False, "docs_per_task": DEFAULT_DOCS_PER_TASK}]
 
 
 @pytest.mark.parametrize(
@@ -74,3 +75,13 @@ def test_prepare_on_real_lume_writes_a_seeded_subset(tmp_path, monkeypatch):
     trained = {row.document_id for row in (*data.forget, *data.retain)}
     assert len(data.nonmember) == 6 and not trained & {document.id for document in data.nonmember}
     assert data.utility == ()
+
+
+def test_prepare_warns_when_the_target_did_not_memorise(tiny_target, monkeypatch, capsys):
+    import dataclasses
+
+    weak = dataclasses.replace(tiny_target, info={**tiny_target.info, "memorised_rows": 0.5})
+    monkeypatch.setattr(simu_bench.target, "prepare", lambda *args, **kwargs: weak)
+    assert main(["prepare", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "50% of rows memorised" in captured.out and "has not memorised" in captured.err

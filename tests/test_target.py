@@ -172,3 +172,15 @@ def test_load_target_sets_a_missing_pad_token(tiny_target, tmp_path):
     model, tokenizer = load_target(folder)
     assert tokenizer.pad_token == tokenizer.eos_token
     assert model.dtype == torch.float32 and not model.training
+
+
+def test_lm_eval_loads_the_checkpoint_by_path(tiny_target, tiny_model_and_tokenizer):
+    """What `lm_eval --model hf --model_args pretrained=DIR` does: no BOS, EOS ends generation."""
+    from lm_eval.models.huggingface import HFLM
+
+    _, tokenizer = tiny_model_and_tokenizer
+    lm = HFLM(pretrained=str(tiny_target.target_dir), batch_size=2, device="cpu")
+    row = tiny_target.data.forget[0]
+    assert lm.eot_token_id == tokenizer.eos_token_id
+    assert lm.tok_encode(row.input) == tokenizer(row.input)["input_ids"]  # raw prompt, no BOS
+    assert lm.max_length >= 1024  # long LUME prompts are not cut to fit 256 new tokens

@@ -1,7 +1,7 @@
 """`simu-bench prepare`: build (or reuse) the benchmark data and the memorised target model.
 
     simu-bench prepare                       # the embedded synthetic benchmark
-    simu-bench prepare --data ../shared/lume --docs-per-task 10
+    simu-bench prepare --data ../shared/lume --docs-per-task 5
 
 The result is cached under `$SIMU_BENCH_CACHE` (default `~/.cache/simu-bench`); a second call
 with the same inputs reuses it in seconds.
@@ -10,10 +10,12 @@ with the same inputs reuses it in seconds.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from simu_bench.errors import UserError
+from simu_bench.target import DEFAULT_DOCS_PER_TASK
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,8 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--data", type=Path, default=None, metavar="DIR",
                         help="a LUME folder (forget/retain .jsonl or .parquet); default: the embedded synthetic data")
-    parser.add_argument("--docs-per-task", type=int, default=10, metavar="N",
-                        help="with --data: documents per task and split to train on; the rest are held out (default 10)")
+    parser.add_argument("--docs-per-task", type=int, default=DEFAULT_DOCS_PER_TASK, metavar="N",
+                        help="with --data: documents per task and split to train on; N more per task are held out "
+                        f"as non-members (default {DEFAULT_DOCS_PER_TASK})")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed for the data and the training (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=main)
@@ -47,6 +50,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"target:  {prepared.target_dir}")
     print(f"model:   OlmoForCausalLM, {info.get('parameters', 0):,} parameters, vocabulary {info.get('vocab_size', 0):,}")
     print(f"trained: {info.get('tokens_trained', 0):,} tokens on {info.get('training_rows', 0):,} rows, "
-          f"{info.get('epochs', 0)} epochs, {info.get('train_seconds', 0):.1f} s when built")
+          f"{info.get('epochs', 0)} epochs, {info.get('train_seconds', 0):.1f} s when built; "
+          f"{info.get('memorised_rows', 0):.0%} of rows memorised")
+    if info.get("memorised_rows", 0) < 0.95:
+        print("warning: the target has not memorised its training rows; scores on it measure little "
+              "(use fewer --docs-per-task)", file=sys.stderr)
     print(f"time:    {time.perf_counter() - started:.1f} s this call")
     return 0
