@@ -22,10 +22,11 @@ from typing import Any
 
 import yaml
 
-from simu_bench.errors import UserError
+from simu_bench.errors import UserError, did_you_mean
 
 OPTIMIZERS = ("adamw", "sophiag")
 TOP_LEVEL = ("method", "gamma", "optimizer", "train", "options", "reference")
+_BAD = object()  # a value that failed validation (already reported)
 
 
 def setting(default, *, ge=None, gt=None, lt=None, le=None, choices=None, doc=""):
@@ -164,12 +165,11 @@ def _apply_overrides(raw: dict, overrides, where: str, problems: list[str]) -> d
         keys, value = parse_override(text)
         node = raw
         for key in keys[:-1]:
-            if not isinstance(node.get(key), dict):
-                node[key] = {} if key not in node else node[key]
-            if not isinstance(node[key], dict):
-                problems.append(f"--set {text}: {key} is not a section")
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                problems.append(f"--set {text}: {key} is a value, not a section of keys")
                 break
-            node = node[key]
+            node = child
         else:
             node[keys[-1]] = value
     return raw
@@ -210,9 +210,6 @@ def _build_config(raw: dict, where: str, prefix: str, problems: list[str]) -> Un
     return UnlearnConfig(**{k: v for k, v in values.items() if v is not _BAD}, source=where)
 
 
-_BAD = object()
-
-
 def _build(cls: type, raw: Any, where: str, prefix: str, problems: list[str]):
     """Instantiate dataclass ``cls`` from mapping ``raw``; record problems, fall back to defaults."""
     if raw is None:
@@ -223,8 +220,6 @@ def _build(cls: type, raw: Any, where: str, prefix: str, problems: list[str]):
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
         if key not in names:
-            from simu_bench.errors import did_you_mean
-
             problems.append(f"{where}: {prefix}{key}: unknown key{did_you_mean(str(key), names)}")
     values = {}
     for name in names:
@@ -296,25 +291,22 @@ def _coerce(hint, value):
     return value  # untyped (Any): taken as is
 
 
+_BOUNDS = (
+    ("ge", ">=", lambda v, b: v >= b),
+    ("gt", ">", lambda v, b: v > b),
+    ("le", "<=", lambda v, b: v <= b),
+    ("lt", "<", lambda v, b: v < b),
+)
+
+
 def _out_of_range(value, meta) -> str:
+    """'' when ``value`` satisfies the field's choices and bounds, else what was expected."""
     if value is None:
         return ""
     choices = meta.get("choices")
     if choices and value not in choices:
         return f"one of {', '.join(map(str, choices))}"
-    bounds = []
-    for op, text, test in (
-        ("ge", ">=", lambda v, b: v >= b),
-        ("gt", ">", lambda v, b: v > b),
-        ("le", "<=", lambda v, b: v <= b),
-        ("lt", "<", lambda v, b: v < b),
-    ):
-        bound = meta.get(op)
-        if bound is not None:
-            bounds.append(f"{text} {bound}")
-            if not test(value, bound):
-                return "a value " + " and ".join(
-                    f"{t} {meta[o]}" for o, t in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-                    if meta.get(o) is not None
-                )
-    return ""
+    bounds = [(text, meta[op], test) for op, text, test in _BOUNDS if meta.get(op) is not None]
+    if all(test(value, bound) for _, bound, test in bounds):
+        return ""
+    return "a value " + " and ".join(f"{text} {bound}" for text, bound, _ in bounds)

@@ -92,6 +92,8 @@ def test_override_errors():
         parse_override("optimizer.lr")
     with pytest.raises(UserError, match="train.max_steps: got 0"):
         load_config("fo_graddiff", ["train.max_steps=0"])
+    with pytest.raises(UserError, match="gamma is a value, not a section"):
+        load_config("fo_graddiff", ["gamma.x=1"])
     with pytest.raises(UserError, match="optimizer.lr: got .*inf.*finite"):
         load_config("fo_graddiff", ["optimizer.lr=.inf"])
 
