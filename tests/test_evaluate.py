@@ -90,6 +90,20 @@ def test_utility_tasks_are_labelled_by_name_and_checked_first(random_setup):
         evaluate(model, tokenizer, small, max_new_tokens=0)
 
 
+def test_special_tokens_are_skipped_like_the_official_decode(random_setup):
+    """A model pushed to emit the pad token (a special token) at every step: the official
+    decode (`skip_special_tokens=True`) turns that into empty text, and so must evaluate."""
+    _, tokenizer, data = random_setup
+    model = tiny_model(tokenizer, seed=1)
+    model.generation_config.sequence_bias = {(tokenizer.pad_token_id,): 4.0}
+    small = LumeData(forget=data.forget[:2], retain=data.retain[:2])
+    raw = model.generate(**tokenizer(small.forget[0].input, return_tensors="pt"), max_new_tokens=4, do_sample=False)
+    assert tokenizer.pad_token_id in raw[0].tolist()  # the pad token really is generated
+    result = evaluate(model, tokenizer, small, max_new_tokens=4)
+    examples = [*small.forget, *small.retain]
+    assert [s["generation"] for s in result.samples] == official_generations(model, tokenizer, examples, 4) == [""] * 4
+
+
 def test_package_exports_evaluate_lazily():
     code = "import sys, simu_bench; assert 'torch' not in sys.modules; print(simu_bench.EvalResult.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
