@@ -35,8 +35,8 @@ class FinetuneResult:
     steps: int
     tokens_trained: int  # non-padding tokens over all steps
     final_loss: float  # all-token loss of the last epoch
-    final_answer_loss: float  # answer-token loss of the last epoch
-    memorised: float  # fraction of rows whose answer is the top choice at every token (last epoch)
+    final_answer_loss: float  # answer-token loss, final weights (the check pass)
+    memorised: float  # fraction of rows whose answer is the top choice at every token, final weights
 
 
 def encode_rows(tokenizer, rows: list[dict], max_length: int) -> list[tuple[list[int], int]]:
