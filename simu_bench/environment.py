@@ -53,7 +53,7 @@ def describe_device(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     if device == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+        return f"cpu ({platform.processor() or platform.machine()}, torch threads={torch.get_num_threads()})"
     return device
 
 

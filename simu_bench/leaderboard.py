@@ -241,8 +241,10 @@ def _provenance(board: Board, commands: list[str]) -> list[str]:
         versions = ", ".join(f"{k} {v}" for k, v in libs.items() if k in ("simu-bench", "torch", "transformers", "lm-eval") and v)
         lines.append(f"Environment of the reference run: {versions}; git {env.get('git') or 'unknown'}; "
                      f"device {env.get('device')}; date {env.get('date')}.")
-    if board.meta.get("model"):
-        lines.append(f"Model: {board.meta['model']}. Data: {board.meta.get('data')}.")
+    model, data = board.meta.get("model") or {}, board.meta.get("data") or {}
+    if model or data:
+        name = model.get("hub_id") or f"sha256 {model.get('sha256')}"
+        lines.append(f"Model: {name}; data: sha256 {data.get('sha256')} (fingerprints of the files; see target/config.json).")
     return lines
 
 
