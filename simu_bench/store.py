@@ -149,6 +149,8 @@ class Run:
         self.path.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             self.file(name).unlink(missing_ok=True)
+        for leftover in self.path.glob("*.tmp"):  # a write cut short by a kill
+            leftover.unlink(missing_ok=True)
         atomic_write_json(self.file("config.json"), {"hash": config_hash(config), "config": config})
         atomic_write_json(self.file("environment.json"), environment)
 
