@@ -35,6 +35,7 @@ def load_rows(lume_split: str, lume_task: str, lume_kind: str, data_dir: str | N
     samples carry everything needed to rescore them.
     """
     import datasets
+    import pyarrow as pa
 
     if not data_dir:
         raise UserError(
@@ -51,8 +52,6 @@ def load_rows(lume_split: str, lume_task: str, lume_kind: str, data_dir: str | N
     if not rows:
         what = "world_facts.jsonl" if lume_split == "utility" else f"{lume_split} rows of {lume_task} ({lume_kind})"
         raise UserError(f"{root}: no {what}; this task has nothing to evaluate, so leave it out of --tasks")
-    import pyarrow as pa
-
     table = datasets.table.InMemoryTable(pa.table({name: [getattr(e, name) for e in rows] for name in COLUMNS}))
     features = datasets.Features({name: datasets.Value("string") for name in COLUMNS})
     # A fingerprint from the files' stamp: `Dataset.from_dict` would hash every row instead.
