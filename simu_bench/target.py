@@ -179,6 +179,18 @@ def _code_version() -> dict:
     return {"simu_bench": __version__, "recipe_sha256": digest.hexdigest()[:16], **versions}
 
 
+def _remove_abandoned_builds(targets: Path, older_than_s: float = 6 * 3600) -> None:
+    """Delete staging folders of builds that were killed outright (no cleanup ran); a build
+    takes minutes, so one untouched for hours is not in progress."""
+    now = time.time()
+    for staging in targets.glob(".building-*"):
+        try:
+            if now - staging.stat().st_mtime > older_than_s:
+                shutil.rmtree(staging, ignore_errors=True)
+        except OSError:  # removed by another process meanwhile
+            pass
+
+
 def _is_complete(entry: Path) -> bool:
     return (entry / "manifest.json").is_file() and (entry / "target" / "model.safetensors").is_file()
 
@@ -202,6 +214,7 @@ def prepare(data=None, target: TargetConfig = TargetConfig(), seed: int = 0, cac
     root = Path(cache) if cache is not None else cache_dir()
     targets = root / "targets"
     targets.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(targets)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=targets))
     try:
         _write_data(staging / "data", data, seed, docs_per_task)

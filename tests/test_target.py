@@ -147,6 +147,22 @@ def test_interrupted_prepare_leaves_no_entry(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "targets").iterdir()] == [prepared.target_dir.parent.name]
 
 
+def test_prepare_removes_abandoned_staging_folders(tmp_path, monkeypatch):
+    """A build killed outright (no cleanup) leaves a staging folder; hours later it is removed."""
+    import os
+    import time
+
+    abandoned = tmp_path / "targets" / ".building-killed"
+    recent = tmp_path / "targets" / ".building-running"
+    for folder in (abandoned, recent):
+        (folder / "data").mkdir(parents=True)
+    hours_ago = time.time() - 7 * 3600
+    os.utime(abandoned, (hours_ago, hours_ago))
+    monkeypatch.setattr(simu_bench.finetune, "finetune", lambda *a, **k: simu_bench.finetune.FinetuneResult(1, 1, 1, 0.0, 0.0, 1.0))
+    prepare(MICRO_DATA, MICRO_TARGET, cache=tmp_path, progress=False)
+    assert not abandoned.exists() and recent.exists()
+
+
 def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SIMU_BENCH_CACHE", str(tmp_path / "elsewhere"))
     assert cache_dir() == tmp_path / "elsewhere"
