@@ -15,6 +15,9 @@ def test_atomic_write_leaves_no_temporary_file_and_replaces_whole(tmp_path):
     atomic_write_json(path, {"v": 2})
     assert json.loads(path.read_text()) == {"v": 2}
     assert os.listdir(path.parent) == ["x.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes it, not mkstemp's 0600
 
 
 def test_atomic_write_failure_keeps_old_file(tmp_path):
