@@ -34,7 +34,7 @@ class Plan:
     overrides: tuple[str, ...] = ()
     device: str = "cpu"
     quiet: bool = False
-    eval_batch_size: int = 32
+    eval_batch_size: int = 64
     max_new_tokens: int = MAX_NEW_TOKENS
     threads: int | None = None  # torch CPU threads; None: 1 for the embedded target, else torch's default
     command: str = ""
@@ -184,7 +184,8 @@ def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, un
         "unlearn": unlearn.to_dict() if unlearn is not None else None,
         "data": {"sha256": fingerprint(resolved.data_dir)},
         "model": {"sha256": fingerprint(model_path)} if model_path.is_dir() else {"hub_id": resolved.model},
-        "evaluation": {"max_new_tokens": plan.max_new_tokens, "utility_tasks": list(plan.utility_tasks) if plan.utility_tasks else None},
+        "evaluation": {"max_new_tokens": plan.max_new_tokens, "batch_size": plan.eval_batch_size,
+                       "utility_tasks": list(plan.utility_tasks) if plan.utility_tasks else None},
         "paths": {"data": str(resolved.data_dir), "model": resolved.model},
     }
 

@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--utility-tasks", metavar="a,b", help="lm-eval tasks measuring utility, e.g. mmlu (default: world facts)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="also write metrics.json, generations.jsonl, environment.json here")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="generation batch size (default: 32)")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="generation batch size (default: 64)")
     parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="generation limit per row (default: 256, as LUME)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar when the embedded data is built")
     parser.set_defaults(handler=main)

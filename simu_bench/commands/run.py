@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a method config key, e.g. optimizer.lr=1e-5 or simu.options.t=0.3 (repeatable)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--eval-batch-size", type=int, default=32, metavar="N", help="generation batch size (default: 32)")
+    parser.add_argument("--eval-batch-size", type=int, default=64, metavar="N", help="generation batch size (default: 64)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: 1 for the embedded "
                         "target, whose small matrices run fastest on one thread; otherwise torch's default)")
     parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N",
@@ -62,6 +62,8 @@ def command_line(args) -> str:
         words += ["--threads", str(args.threads)]
     if args.max_new_tokens != 256:
         words += ["--max-new-tokens", str(args.max_new_tokens)]
+    if args.eval_batch_size != 64:
+        words += ["--eval-batch-size", str(args.eval_batch_size)]
     return shlex.join(words)
 
 
