@@ -96,8 +96,6 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
 
     `say` prints a line (the one-line summary); `show` names the stage now running.
     """
-    import gc
-
     from simu_bench import loop, registry
     from simu_bench.data import write_jsonl
     from simu_bench.target import load_target
@@ -111,7 +109,6 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
         timings[name] = round(now - since, 3)
         return now
 
-    model = None
     with run_log(run):
         log.info("run %s seed %s in %s", run.method, run.seed, run.path)
         try:
@@ -156,9 +153,6 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
             return _crashed(run, error, timings, started, say)
         except Exception as error:  # a crashing method must not take the others down
             return _crashed(run, error, timings, started, say)
-        finally:
-            del model
-            gc.collect()
 
 
 def _crashed(run: Run, error: Exception, timings: dict, started: float, say) -> str:
@@ -168,6 +162,16 @@ def _crashed(run: Run, error: Exception, timings: dict, started: float, say) -> 
     run.finish("crashed", error=_first_line(error))
     say(f"{run.method} seed {run.seed}: crashed: {_first_line(error)} (traceback in {run.file('log.txt')})")
     return "crashed"
+
+
+def free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def write_leaderboard(out: Path, command: str) -> list[Path]:
@@ -228,6 +232,7 @@ def _run_all(plan: Plan, configs: dict, say) -> dict[str, int]:
             else:
                 show = lambda stage: bar.set_description_str(f"{name}: {stage}")
                 status = execute(plan, resolved, run, data, env, write, show)
+                free_memory()  # the run's model, optimizer state and mask are gone now
             counts[status] = counts.get(status, 0) + 1
             bar.update(1)
         bar.set_description_str("done")

@@ -19,8 +19,8 @@ Layout of an output directory (`simu-bench run --out DIR`):
 Every file is written to a temporary name and renamed into place, so a file is either complete
 or absent. `status.json` is the completion marker: a directory without it is an interrupted run
 and is redone from scratch. `ok` and `diverged` runs are final and skipped on a rerun (divergence
-is deterministic); `crashed` runs are retried. A run directory whose `config.json` hash differs
-from the config about to run is an error: results made with another config are never mixed.
+is deterministic); `crashed` runs are retried. A finished run directory whose `config.json` hash
+differs from the config about to run is an error: results made with another config are never mixed.
 """
 
 from __future__ import annotations
@@ -138,9 +138,12 @@ class Run:
         return status is not None and status.get("status") in FINAL_STATUSES
 
     def check_config(self, config: dict) -> None:
-        """Raise UserError when this directory already holds a run made with another config."""
+        """Raise UserError when this directory holds a finished run made with another config.
+
+        An interrupted run (no status.json) holds no result to protect and is simply redone.
+        """
         path = self.file("config.json")
-        if not path.exists():
+        if not path.exists() or not self.file("status.json").exists():
             return
         stored = read_json(path)
         if stored.get("hash") != config_hash(config):

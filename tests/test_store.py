@@ -65,9 +65,11 @@ def test_begin_clears_stale_outputs_of_an_interrupted_run(tmp_path):
     assert sorted(p.name for p in run.path.iterdir()) == ["config.json", "environment.json"]
 
 
-def test_another_config_is_refused(tmp_path):
+def test_another_config_is_refused_once_the_run_finished(tmp_path):
     run = Run.at(tmp_path, "a", 0)
     run.begin({"lr": 1}, {})
+    run.check_config({"lr": 2})  # interrupted: nothing to protect, it is redone with the new config
+    run.finish("crashed", error="boom")
     run.check_config({"lr": 1})
     with pytest.raises(UserError, match="another config"):
         run.check_config({"lr": 2})
