@@ -114,12 +114,14 @@ def load_config(
         raw, where = copy.deepcopy(source), "<config>"
     else:
         path = Path(source)
-        if not path.suffix and not path.exists():
+        # A bare name (no folder, no suffix) is a method name, even if a file of that
+        # name happens to sit in the current directory.
+        if not path.suffix and len(path.parts) == 1:
             path = method_config_path(str(source))
         where = str(path)
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise UserError(f"config {where} not found; give a method name or a YAML file") from None
         except yaml.YAMLError as error:
             raise UserError(f"config {where} is not valid YAML: {' '.join(str(error).split())}") from None
@@ -138,7 +140,10 @@ def load_config(
     config = _build_config(raw, where, "", problems)
     # The reference block is validated even when unused so that it cannot rot.
     merged = _deep_merge(raw, ref)
-    ref_config = _build_config(merged, where, "reference.", problems) if ref else config
+    ref_problems: list[str] = []
+    ref_config = _build_config(merged, where, "reference.", ref_problems) if ref else config
+    # A bad key outside the reference block would be reported twice; keep the first.
+    problems += [p for p in ref_problems if p.replace("reference.", "", 1) not in problems]
     if reference and not ref:
         problems.append(f"{where}: reference: missing; this config has no reference settings to apply")
     if problems:

@@ -129,3 +129,15 @@ def test_to_dict_is_plain_data():
     data = load_config("so_graddiff").to_dict()
     assert data["optimizer"]["betas"] == [0.9, 0.95] and data["method"] == "so_graddiff"
     yaml.safe_dump(data)  # serialisable without custom types
+
+
+def test_method_name_wins_over_a_same_named_folder_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "simu").mkdir()
+    assert load_config("simu").method == "simu"
+
+
+def test_an_unknown_override_key_is_reported_once():
+    with pytest.raises(UserError) as info:
+        load_config("so_graddiff", ["optimizer.lrr=1"])
+    assert str(info.value).count("lrr") == 1
