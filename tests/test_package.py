@@ -110,10 +110,10 @@ def test_unpacked_wheel_runs_without_the_source_tree(wheel, tmp_path):
 def test_readme_test_command_is_what_ci_runs():
     """The README's test command and .ci/run must not drift apart."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("<!-- section: tests -->", 1)[1]
+    section = readme.split("## Run the tests", 1)[1]
     command = section.split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     steps = [line.strip() for line in ci if line.strip().startswith(("pip install", "python -m pytest"))]
     assert " && ".join(steps) == command
-    install = readme.split("<!-- section: install -->", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0]
+    install = readme.split("## Install and run", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0]
     assert install.startswith(steps[0] + " && ")  # the CPU install is the one CI tests
