@@ -16,4 +16,6 @@ def did_you_mean(name: str, available: list[str] | tuple[str, ...]) -> str:
 
     close = difflib.get_close_matches(name, list(available), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
+    if not available:
+        return "; this section takes no keys"
     return f"{hint}; available: {', '.join(sorted(available))}"

@@ -141,3 +141,8 @@ def test_an_unknown_override_key_is_reported_once():
     with pytest.raises(UserError) as info:
         load_config("so_graddiff", ["optimizer.lrr=1"])
     assert str(info.value).count("lrr") == 1
+
+
+def test_an_option_for_a_method_without_options_says_the_section_takes_none():
+    with pytest.raises(UserError, match="options.foo: unknown key; this section takes no keys"):
+        load_config("fo_graddiff", ["options.foo=1"])
