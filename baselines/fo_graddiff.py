@@ -8,8 +8,8 @@ The optimizer (AdamW) comes from the config (`fo_graddiff.yaml`).
 
 from __future__ import annotations
 
-from simu_bench import losses
-from simu_bench.unlearner import Unlearner
+from simu_bench.unlearning import losses
+from simu_bench.unlearning.unlearner import Unlearner
 
 
 class FOGradDiff(Unlearner):

@@ -3,13 +3,13 @@
 Paper: SOUL: Unlocking the Power of Second-Order Optimization for LLM Unlearning (Jia et al.,
 EMNLP 2024, arXiv 2404.18239).
 Loss: -CE(forget) + gamma * CE(retain), the same as FO-GradDiff; the optimizer is SophiaG with
-SOUL's step (`simu_bench.sophia`, variant "soul"), chosen in `so_graddiff.yaml`.
+SOUL's step (`simu_bench.unlearning.sophia`, variant "soul"), chosen in `so_graddiff.yaml`.
 """
 
 from __future__ import annotations
 
-from simu_bench import losses
-from simu_bench.unlearner import Unlearner
+from simu_bench.unlearning import losses
+from simu_bench.unlearning.unlearner import Unlearner
 
 
 class SOGradDiff(Unlearner):

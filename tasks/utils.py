@@ -11,9 +11,9 @@ import functools
 import hashlib
 from pathlib import Path
 
-from simu_bench import scoring
-from simu_bench.data import load_lume
+from simu_bench.data.lume import load_lume
 from simu_bench.errors import UserError
+from simu_bench.evaluation import scoring
 
 COLUMNS = ("id", "input", "output", "task", "split", "kind")
 

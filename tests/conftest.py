@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from simu_bench.synthetic import SyntheticConfig
-from simu_bench.target import Prepared, TargetConfig, load_target, prepare
+from simu_bench.data.synthetic import SyntheticConfig
+from simu_bench.target.build import Prepared, TargetConfig, load_target, prepare
 
 TINY_DATA = SyntheticConfig(documents_per_task=2, nonmember_documents=6, world_facts=6)
 # Same model and recipe as the default, smaller batches so that 46 rows still take several

@@ -67,7 +67,7 @@ def official_document_nll(model, tokenizer, texts) -> list[float]:
 
 def official_evaluation(model, tokenizer, data, max_new_tokens: int = 256) -> tuple[list[str], dict]:
     """Generations of every forget/retain/utility row and the metrics, computed like the official script."""
-    from simu_bench import scoring
+    from simu_bench.evaluation import scoring
 
     examples = [e for split in ("forget", "retain", "utility") for e in data.split(split)]
     was_training = model.training

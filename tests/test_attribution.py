@@ -8,8 +8,8 @@ import transformers
 from simu_helpers import FAMILIES, LAYERS, UNITS, family_model
 from unlearn_helpers import tiny_data, tiny_model, tiny_tokenizer
 
+from simu_bench.data.pairing import IGNORE, collate
 from simu_bench.errors import UserError
-from simu_bench.pairing import IGNORE, collate
 from simu_bench.simu.attribution import answer_log_prob, attribute, down_projections
 
 
@@ -156,7 +156,7 @@ def test_empty_set_is_a_user_error(tokenizer):
 
 
 def test_zeroing_the_top_attributed_units_hurts_the_forget_answers_far_more_than_random_ones(tiny_model_and_tokenizer, tiny_target):
-    from simu_bench.losses import answer_nll
+    from simu_bench.unlearning.losses import answer_nll
 
     model, tokenizer = tiny_model_and_tokenizer
     forget = tiny_target.data.forget

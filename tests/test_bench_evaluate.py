@@ -14,15 +14,17 @@ each benchmark runs once as a plain test, which checks the agreement.
 from __future__ import annotations
 
 import pytest
+from eval_helpers import (
+    official_evaluation,
+    one_thread,  # noqa: F401  (autouse fixture)
+)
 
-from eval_helpers import one_thread  # noqa: F401  (autouse fixture)
-from eval_helpers import official_evaluation
-from simu_bench.evaluate import evaluate
+from simu_bench.evaluation.evaluator import evaluate
 
 
 @pytest.fixture(scope="module")
 def target(tiny_target):
-    from simu_bench.target import load_target
+    from simu_bench.target.build import load_target
 
     model, tokenizer = load_target(tiny_target.target_dir)
     return model, tokenizer, tiny_target.data

@@ -16,7 +16,7 @@ import itertools
 
 from conftest import TINY_DATA, TINY_TARGET
 
-from simu_bench.target import prepare
+from simu_bench.target.build import prepare
 
 
 def test_bench_prepare_cold(benchmark, tmp_path):

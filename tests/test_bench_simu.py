@@ -5,7 +5,7 @@ Measure (ratios within each group are what the budget speaks of):
     pytest --benchmark-enable tests/test_bench_simu.py
     SIMU_BENCH_BENCHMARK_TARGET=default pytest --benchmark-enable tests/test_bench_simu.py
 
-The second form measures on the embedded default benchmark (`simu_bench.target.prepare()`,
+The second form measures on the embedded default benchmark (`simu_bench.target.build.prepare()`,
 built once and cached) instead of the small `tiny_target` of the test suite. Budgets:
 - group "attribution": attribution of a set <= m x L forward + backward passes over the set;
 - group "step": a SIMU optimizer step <= an SO-GradDiff step (same micro-batches);
@@ -19,15 +19,16 @@ import os
 
 import pytest
 
-from simu_bench import loop, pairing, registry
-from simu_bench.losses import answer_nll
-from simu_bench.target import load_target
+from simu_bench.data import pairing
+from simu_bench.target.build import load_target
+from simu_bench.unlearning import loop, registry
+from simu_bench.unlearning.losses import answer_nll
 
 
 @pytest.fixture(scope="module")
 def bench_target(request):
     if os.environ.get("SIMU_BENCH_BENCHMARK_TARGET") == "default":
-        from simu_bench.target import prepare
+        from simu_bench.target.build import prepare
 
         return prepare(progress=False)
     return request.getfixturevalue("tiny_target")

@@ -13,8 +13,9 @@ import pytest
 import torch
 from unlearn_helpers import single_thread, tiny_data, tiny_model, tiny_tokenizer  # noqa: F401
 
-from simu_bench import loop, pairing, registry
-from simu_bench.sophia import SophiaG
+from simu_bench.data import pairing
+from simu_bench.unlearning import loop, registry
+from simu_bench.unlearning.sophia import SophiaG
 
 # The embedded target's shape: hidden 128, 2 layers, 512 MLP units.
 SIZE = dict(hidden=128, layers=2)

@@ -5,9 +5,9 @@ import importlib.resources
 import pytest
 import yaml
 
-from simu_bench import registry
-from simu_bench.config import UnlearnConfig, load_config, parse_override
 from simu_bench.errors import UserError
+from simu_bench.unlearning import registry
+from simu_bench.unlearning.config import UnlearnConfig, load_config, parse_override
 
 
 @pytest.mark.parametrize("method", registry.names())

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from simu_bench.data import Example, LumeData, kind_of, load_lume, write_jsonl
+from simu_bench.data.lume import Example, LumeData, kind_of, load_lume
+from simu_bench.data.subset import subset_lume
 from simu_bench.errors import UserError
-from simu_bench.subset import subset_lume
+from simu_bench.files import write_jsonl
 
 LUME = Path(__file__).parents[2] / "shared" / "lume"
 

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from simu_bench import registry
 from simu_bench.cli import main
+from simu_bench.unlearning import registry
 
 QUICK = ["--set", "train.max_steps=2", "--max-new-tokens", "16", "--quiet"]
 

@@ -1,4 +1,4 @@
-"""`simu_bench.evaluate`: the task pack through lm-eval's HFLM, MIA, utility, final score.
+"""`simu_bench.evaluation.evaluator`: the task pack through lm-eval's HFLM, MIA, utility, final score.
 
 Checked against the official scorer's own loop (one unpadded `generate` per row, one forward
 per document; `eval_helpers.official_*`) on a random tiny model and on the memorised target.
@@ -15,16 +15,22 @@ import sys
 import numpy as np
 import pytest
 import torch
+from eval_helpers import (
+    official_document_nll,
+    official_evaluation,
+    official_generations,
+    one_thread,  # noqa: F401  (autouse fixture)
+    tiny_model,
+    tiny_tokenizer,
+)
 
 import simu_bench
-from eval_helpers import one_thread  # noqa: F401  (autouse fixture)
-from eval_helpers import official_document_nll, official_evaluation, official_generations, tiny_model, tiny_tokenizer
-from simu_bench import scoring
 from simu_bench import tasks as task_pack
-from simu_bench import synthetic
-from simu_bench.data import LumeData, load_lume
+from simu_bench.data import synthetic
+from simu_bench.data.lume import LumeData, load_lume
 from simu_bench.errors import UserError
-from simu_bench.evaluate import EvalResult, evaluate
+from simu_bench.evaluation import scoring
+from simu_bench.evaluation.evaluator import EvalResult, evaluate
 
 SAMPLE_KEYS = {"id", "split", "task", "kind", "input", "expected", "generation", "score"}
 
@@ -109,14 +115,16 @@ def test_package_exports_evaluate_lazily():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "EvalResult"
     assert simu_bench.EvalResult is EvalResult
-    assert callable(simu_bench.evaluate)
+    from simu_bench import evaluate as imported
+
+    assert imported is evaluate
 
 
 @pytest.mark.slow
 def test_memorised_target_scores_near_the_top(tiny_target):
     """Before unlearning the target remembers forget, retain and world facts: every component
     and the utility near 1, members far more likely than non-members (AUC near 1)."""
-    from simu_bench.target import load_target
+    from simu_bench.target.build import load_target
 
     model, tokenizer = load_target(tiny_target.target_dir)
     result = evaluate(model, tokenizer, tiny_target.data)

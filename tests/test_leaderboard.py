@@ -8,9 +8,9 @@ import math
 import pytest
 
 from simu_bench.cli import main
-from simu_bench.leaderboard import REFERENCE_LABEL, build, render
-from simu_bench.plots import write_plots
-from simu_bench.store import Run
+from simu_bench.leaderboard.board import REFERENCE_LABEL, build, render
+from simu_bench.leaderboard.plots import write_plots
+from simu_bench.store.runs import Run
 
 
 def metrics(final, forget=0.1, retain=0.9, aggregate=0.8, mia=0.7, utility=0.6):

@@ -6,9 +6,10 @@ import pytest
 import torch
 from unlearn_helpers import single_thread, tiny_data, tiny_model, tiny_tokenizer  # noqa: F401
 
-from simu_bench import losses, loop, pairing, registry
-from simu_bench.config import load_config
-from simu_bench.unlearner import Unlearner
+from simu_bench.data import pairing
+from simu_bench.unlearning import loop, losses, registry
+from simu_bench.unlearning.config import load_config
+from simu_bench.unlearning.unlearner import Unlearner
 
 FAST = ["train.epochs=2", "train.grad_accum_steps=2", "train.batch_size=1", "optimizer.lr=1e-3"]
 
@@ -45,7 +46,7 @@ def test_tokenisation_matches_the_targets_training(tiny_target):
     """Unlearning sees exactly the ids the target memorised, with the prompt masked out."""
     from transformers import AutoTokenizer
 
-    from simu_bench import finetune
+    from simu_bench.target import finetune
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_target.target_dir)
     examples = tiny_target.data.forget + tiny_target.data.retain

@@ -6,11 +6,14 @@ import math
 
 import pytest
 import torch
+from eval_helpers import (
+    one_thread,  # noqa: F401  (autouse fixture)
+    tiny_model,
+    tiny_tokenizer,
+)
 
-from eval_helpers import one_thread  # noqa: F401  (autouse fixture)
-from eval_helpers import tiny_model, tiny_tokenizer
-from simu_bench.data import Document
-from simu_bench.mia import document_nll, membership_inference
+from simu_bench.data.lume import Document
+from simu_bench.evaluation.mia import document_nll, membership_inference
 
 TEXTS = [
     "The lighthouse keeper counted ships every evening.",

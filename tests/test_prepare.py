@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import simu_bench.target
+import simu_bench.target.build
 from simu_bench.cli import main
-from simu_bench.data import load_lume
-from simu_bench.target import DEFAULT_DOCS_PER_TASK
+from simu_bench.data.lume import load_lume
+from simu_bench.target.build import DEFAULT_DOCS_PER_TASK
 
 LUME = Path(__file__).parents[2] / "shared" / "lume"
 
@@ -19,14 +19,14 @@ def tiny_prepare(tiny_target, tiny_cache, monkeypatch):
     """Route the command to the tiny recipe and cache (already built, so this is a warm call)."""
     from conftest import TINY_DATA, TINY_TARGET
 
-    real = simu_bench.target.prepare
+    real = simu_bench.target.build.prepare
     calls = []
 
     def tiny(data=None, target=None, seed=0, cache=None, progress=True, *, docs_per_task=None):
         calls.append({"data": data, "seed": seed, "progress": progress, "docs_per_task": docs_per_task})
         return real(data if data is not None else TINY_DATA, TINY_TARGET, seed, tiny_cache, progress)
 
-    monkeypatch.setattr(simu_bench.target, "prepare", tiny)
+    monkeypatch.setattr(simu_bench.target.build, "prepare", tiny)
     return calls
 
 
@@ -59,12 +59,12 @@ def test_prepare_on_real_lume_writes_a_seeded_subset(tmp_path, monkeypatch):
     from test_target import MICRO_TARGET
 
     def skip_training(model, tokenizer, rows, config, seed, progress=True):
-        return simu_bench.finetune.FinetuneResult(1, 1, 1, 0.0, 0.0, 1.0)
+        return simu_bench.target.finetune.FinetuneResult(1, 1, 1, 0.0, 0.0, 1.0)
 
-    import simu_bench.finetune
+    import simu_bench.target.finetune
 
-    monkeypatch.setattr(simu_bench.finetune, "finetune", skip_training)
-    prepared = simu_bench.target.prepare(LUME, MICRO_TARGET, seed=1, cache=tmp_path, progress=False, docs_per_task=2)
+    monkeypatch.setattr(simu_bench.target.finetune, "finetune", skip_training)
+    prepared = simu_bench.target.build.prepare(LUME, MICRO_TARGET, seed=1, cache=tmp_path, progress=False, docs_per_task=2)
     data = load_lume(prepared.data_dir)
     full = load_lume(LUME)
     for split in ("forget", "retain"):
@@ -81,7 +81,7 @@ def test_prepare_warns_when_the_target_did_not_memorise(tiny_target, monkeypatch
     import dataclasses
 
     weak = dataclasses.replace(tiny_target, info={**tiny_target.info, "memorised_rows": 0.5})
-    monkeypatch.setattr(simu_bench.target, "prepare", lambda *args, **kwargs: weak)
+    monkeypatch.setattr(simu_bench.target.build, "prepare", lambda *args, **kwargs: weak)
     assert main(["prepare", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "50% of rows memorised" in captured.out and "has not memorised" in captured.err

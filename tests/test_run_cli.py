@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-from simu_bench import loop, registry, runner
+from simu_bench.bench import runner
 from simu_bench.cli import main
-from simu_bench.store import Run
+from simu_bench.store.runs import Run
+from simu_bench.unlearning import loop, registry
 
 QUICK = ["--set", "train.max_steps=1", "--max-new-tokens", "16", "--quiet"]
 RUN_FILES = {"config.json", "environment.json", "log.txt", "unlearn.json", "metrics.json",
@@ -91,7 +92,7 @@ def test_eval_matches_the_reference_row(finished, tiny_target, capsys):
 
 def fake_evaluate(model, tokenizer, data, plan):
     """A fast stand-in for `evaluate` (these tests are about what the orchestrator records)."""
-    from simu_bench.evaluate import EvalResult
+    from simu_bench.evaluation.evaluator import EvalResult
 
     split = lambda v: {t: {"regurgitation": v, "knowledge": v} for t in ("Task1", "Task2", "Task3")}
     return EvalResult({"forget": split(0.5), "retain": split(0.5)}, 0.5, {"auc": 0.5, "score": 1.0},

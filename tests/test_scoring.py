@@ -24,8 +24,8 @@ from rouge_score import rouge_scorer
 from sklearn.metrics import auc as sk_auc
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from simu_bench import scoring
-from simu_bench.data import load_lume
+from simu_bench.data.lume import load_lume
+from simu_bench.evaluation import scoring
 
 LUME_DIR = Path(__file__).resolve().parents[2] / "shared" / "lume"
 
@@ -259,7 +259,7 @@ def _check_parity(rows: dict, member_nll, nonmember_nll, utility: float) -> None
 
 
 def test_parity_with_official_script_on_synthetic_data(tmp_path):
-    from simu_bench import synthetic
+    from simu_bench.data import synthetic
 
     data = load_lume(synthetic.write_dataset(tmp_path / "data", synthetic.SyntheticConfig(), seed=3))
     rng = np.random.default_rng(3)

@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from simu_bench.sophia import SophiaG
+from simu_bench.unlearning.sophia import SophiaG
 
 THETA0 = [1.0, -2.0, 0.5, 3.0]
 G1 = [0.1, -0.2, 0.0, 4.0]

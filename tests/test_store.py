@@ -6,7 +6,8 @@ import os
 import pytest
 
 from simu_bench.errors import UserError
-from simu_bench.store import Run, atomic_write_json, check_writable, config_hash, load_runs
+from simu_bench.files import atomic_write_json
+from simu_bench.store.runs import Run, check_writable, config_hash, load_runs
 
 
 def test_atomic_write_leaves_no_temporary_file_and_replaces_whole(tmp_path):

@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from simu_bench.data import TASKS, load_lume
+from simu_bench.data.lume import TASKS, load_lume
+from simu_bench.data.subset import subset_lume
+from simu_bench.data.synthetic import FILES, SyntheticConfig, generate, write_dataset
 from simu_bench.errors import UserError
-from simu_bench.subset import subset_lume
-from simu_bench.synthetic import FILES, SyntheticConfig, generate, write_dataset
 
 DEFAULT = generate(SyntheticConfig(), seed=0)
 LARGE = SyntheticConfig(documents_per_task=20, nonmember_documents=30, world_facts=45)

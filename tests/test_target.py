@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import simu_bench.finetune
-import simu_bench.target
+import simu_bench.target.build
+import simu_bench.target.finetune
+from simu_bench.data.synthetic import SyntheticConfig
 from simu_bench.errors import UserError
-from simu_bench.synthetic import SyntheticConfig
-from simu_bench.target import TargetConfig, cache_dir, load_target, prepare
+from simu_bench.target.build import TargetConfig, cache_dir, load_target, prepare
 
 # A model small enough to build in about a second: for cache and determinism checks only.
 MICRO_DATA = SyntheticConfig(documents_per_task=1, nonmember_documents=3, world_facts=3)
@@ -95,9 +95,9 @@ def test_training_rows_exclude_held_out_documents(tmp_path, monkeypatch):
 
     def record(model, tokenizer, rows, config, seed, progress=True):
         seen["rows"] = rows
-        return simu_bench.finetune.FinetuneResult(1, 1, 1, 0.0, 0.0, 1.0)
+        return simu_bench.target.finetune.FinetuneResult(1, 1, 1, 0.0, 0.0, 1.0)
 
-    monkeypatch.setattr(simu_bench.finetune, "finetune", record)
+    monkeypatch.setattr(simu_bench.target.finetune, "finetune", record)
     prepared = prepare(MICRO_DATA, MICRO_TARGET, cache=tmp_path, progress=False)
     data = prepared.data
     expected = [(e.input, e.output) for e in (*data.forget, *data.retain, *data.utility)]
@@ -126,7 +126,7 @@ def test_warm_prepare_reuses_the_entry_without_training(tiny_target, tiny_cache,
     def refuse(*args, **kwargs):
         raise AssertionError("a finished cache entry was rebuilt")
 
-    monkeypatch.setattr(simu_bench.target, "train_target", refuse)
+    monkeypatch.setattr(simu_bench.target.build, "train_target", refuse)
     again = prepare(TINY_DATA, TINY_TARGET, seed=0, cache=tiny_cache, progress=False)
     assert (again.data_dir, again.target_dir) == (tiny_target.data_dir, tiny_target.target_dir)
     assert again.data == tiny_target.data
@@ -137,7 +137,7 @@ def test_interrupted_prepare_leaves_no_entry(tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(simu_bench.finetune, "finetune", interrupt)
+    monkeypatch.setattr(simu_bench.target.finetune, "finetune", interrupt)
     with pytest.raises(KeyboardInterrupt):
         prepare(MICRO_DATA, MICRO_TARGET, cache=tmp_path, progress=False)
     assert list((tmp_path / "targets").iterdir()) == []
@@ -158,7 +158,7 @@ def test_prepare_removes_abandoned_staging_folders(tmp_path, monkeypatch):
         (folder / "data").mkdir(parents=True)
     hours_ago = time.time() - 7 * 3600
     os.utime(abandoned, (hours_ago, hours_ago))
-    monkeypatch.setattr(simu_bench.finetune, "finetune", lambda *a, **k: simu_bench.finetune.FinetuneResult(1, 1, 1, 0.0, 0.0, 1.0))
+    monkeypatch.setattr(simu_bench.target.finetune, "finetune", lambda *a, **k: simu_bench.target.finetune.FinetuneResult(1, 1, 1, 0.0, 0.0, 1.0))
     prepare(MICRO_DATA, MICRO_TARGET, cache=tmp_path, progress=False)
     assert not abandoned.exists() and recent.exists()
 

@@ -9,8 +9,8 @@ from lm_eval.models.utils import handle_stop_sequences
 from lm_eval.tasks import TaskManager
 
 from simu_bench import tasks as task_pack
-from simu_bench import synthetic
-from simu_bench.data import load_lume
+from simu_bench.data import synthetic
+from simu_bench.data.lume import load_lume
 from simu_bench.errors import UserError
 
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 from unlearn_helpers import single_thread, tiny_data, tiny_model, tiny_tokenizer  # noqa: F401
 
-from simu_bench import losses, loop, pairing, registry
+from simu_bench.data import pairing
 from simu_bench.errors import UserError
-from simu_bench.unlearner import Unlearner
+from simu_bench.unlearning import loop, losses, registry
+from simu_bench.unlearning.unlearner import Unlearner
 
 TWO_STEPS = ["train.max_steps=2", "train.batch_size=2", "train.grad_accum_steps=1", "train.warmup_ratio=0"]
 
@@ -90,7 +91,7 @@ def test_methods_never_subclass_each_other():
 
 
 def test_fo_and_so_differ_only_in_optimizer():
-    from simu_bench.config import load_config
+    from simu_bench.unlearning.config import load_config
 
     fo, so = load_config("fo_graddiff"), load_config("so_graddiff")
     assert (fo.optimizer.name, so.optimizer.name) == ("adamw", "sophiag")

@@ -11,7 +11,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
-from simu_bench.data import Example, LumeData
+from simu_bench.data.lume import Example, LumeData
 
 FORGET = [
     ("Alice Brown was born on", "March 3, 1961 in Leeds."),

@@ -30,13 +30,14 @@ def add_parser(subparsers) -> None:
 
 
 def main(args) -> int:
-    from simu_bench.data import load_lume, write_jsonl
-    from simu_bench.environment import environment
+    from simu_bench.bench.plan import check_model_path
+    from simu_bench.data.lume import load_lume
     from simu_bench.errors import UserError
-    from simu_bench.evaluate import evaluate
-    from simu_bench.plan import check_model_path
-    from simu_bench.store import atomic_write_json, check_writable
-    from simu_bench.target import load_target, prepare
+    from simu_bench.evaluation.evaluator import evaluate
+    from simu_bench.files import atomic_write_json, write_jsonl
+    from simu_bench.store.environment import environment
+    from simu_bench.store.runs import check_writable
+    from simu_bench.target.build import load_target, prepare
 
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise UserError(f"--batch-size {args.batch_size} --max-new-tokens {args.max_new_tokens}: expected positive numbers, e.g. 32 and 256")

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from simu_bench.errors import UserError
-from simu_bench.leaderboard import FORMATS, build, render
-from simu_bench.store import atomic_write_text, check_writable
+from simu_bench.files import atomic_write_text
+from simu_bench.leaderboard.board import FORMATS, build, render
+from simu_bench.store.runs import check_writable
 
 
 def add_parser(subparsers) -> None:
@@ -52,7 +53,7 @@ def main(args) -> int:
     else:
         sys.stdout.write(text)
     if args.plots:
-        from simu_bench.plots import write_plots
+        from simu_bench.leaderboard.plots import write_plots
 
         for path in write_plots(board, args.plots):
             print(f"wrote {path}", file=sys.stderr)

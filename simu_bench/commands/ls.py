@@ -15,8 +15,8 @@ def add_parser(subparsers) -> None:
 def main(args) -> int:
     from tabulate import tabulate
 
-    from simu_bench import registry
     from simu_bench import tasks as task_pack
+    from simu_bench.unlearning import registry
 
     rows = []
     for name in registry.names():

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from simu_bench.errors import UserError
-from simu_bench.target import DEFAULT_DOCS_PER_TASK
+from simu_bench.target.build import DEFAULT_DOCS_PER_TASK
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from simu_bench.target import prepare
+    from simu_bench.target.build import prepare
 
     if args.docs_per_task < 1:
         raise UserError(f"--docs-per-task is {args.docs_per_task}; expected a positive number of documents, e.g. --docs-per-task 10")

@@ -16,8 +16,8 @@ import argparse
 import shlex
 from pathlib import Path
 
-from simu_bench.plan import Plan, parse_seeds, resolve_methods
-from simu_bench.runner import run_benchmark
+from simu_bench.bench.plan import Plan, parse_seeds, resolve_methods
+from simu_bench.bench.runner import run_benchmark
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -17,9 +17,9 @@ import math
 import sys
 from pathlib import Path
 
-from simu_bench import scoring
-from simu_bench.data import SPLITS, TASKS, kind_of
+from simu_bench.data.lume import SPLITS, TASKS, kind_of
 from simu_bench.errors import UserError, did_you_mean
+from simu_bench.evaluation import scoring
 
 GENERATION_FIELDS = ("id", "task", "split", "input", "output", "generation")
 

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from simu_bench.data.pairing import IGNORE, collate
 from simu_bench.errors import UserError
-from simu_bench.pairing import IGNORE, collate
 
 # model_type -> (where the decoder layers are, the down projection inside one layer).
 FAMILIES = {
@@ -144,8 +144,8 @@ def attribute(model, tokenizer, examples: Sequence, *, m: int = 3, batch_size: i
     Args:
         model: a causal LM of a supported family (see FAMILIES); left unchanged.
         tokenizer: its tokenizer (needs an EOS token).
-        examples: objects with `.input` and `.output` (e.g. `simu_bench.data.Example`),
-            tokenised exactly as the unlearning loss sees them (`simu_bench.pairing.collate`).
+        examples: objects with `.input` and `.output` (e.g. `simu_bench.data.lume.Example`),
+            tokenised exactly as the unlearning loss sees them (`simu_bench.data.pairing.collate`).
         m: Riemann steps along the path from zero to the activation.
         batch_size: examples per pass; a pass holds batch_size x copies rows.
         copies_per_pass: at most this many copies per pass (default: all (m - 1) * L + 1).

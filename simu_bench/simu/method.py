@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
-from simu_bench import losses
-from simu_bench.config import setting
 from simu_bench.errors import UserError
 from simu_bench.simu import attribution
 from simu_bench.simu.masks import MODES, STRATEGIES, CriticalMask, build_mask
-from simu_bench.unlearner import Unlearner
+from simu_bench.unlearning import losses
+from simu_bench.unlearning.config import setting
+from simu_bench.unlearning.unlearner import Unlearner
 
 
 @dataclass

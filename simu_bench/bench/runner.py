@@ -2,12 +2,12 @@
 
     simu-bench run --methods all --seeds 0,1,2 --out runs/
 
-Order of work: check every input (methods, overrides, paths, output folder; `simu_bench.plan`)
+Order of work: check every input (methods, overrides, paths, output folder; `simu_bench.bench.plan`)
 -> prepare data and target (cached) -> resolve each run's config and refuse a run directory made
 with another config -> evaluate the target once (the reference row) -> for each method and seed:
 a fresh copy of the target, unlearn, evaluate, store -> the leaderboard. Nothing is written into
 the output folder before every check has passed. A method that diverges or crashes is recorded
-with its error and the others go on; a rerun skips finished runs (see `simu_bench.store`).
+with its error and the others go on; a rerun skips finished runs (see `simu_bench.store.runs`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from simu_bench.bench.plan import Plan, Resolved, check_inputs, plan_runs, prepare_inputs
 from simu_bench.errors import UserError
-from simu_bench.plan import Plan, Resolved, check_inputs, plan_runs, prepare_inputs
-from simu_bench.store import REFERENCE, Run
+from simu_bench.store.runs import REFERENCE, Run
 
 log = logging.getLogger("simu_bench.run")
 
@@ -59,7 +59,7 @@ def run_log(run: Run):
 
 
 def evaluate_model(model, tokenizer, data, plan: Plan):
-    from simu_bench.evaluate import evaluate
+    from simu_bench.evaluation.evaluator import evaluate
 
     utility = list(plan.utility_tasks) if plan.utility_tasks else None
     return evaluate(model, tokenizer, data, batch_size=plan.eval_batch_size, max_new_tokens=plan.max_new_tokens,
@@ -68,7 +68,7 @@ def evaluate_model(model, tokenizer, data, plan: Plan):
 
 def summary_line(run: Run, metrics: dict, timings: dict) -> str:
     """One line per finished run: the headline numbers and where the time went."""
-    from simu_bench.leaderboard import REFERENCE_LABEL, run_values
+    from simu_bench.leaderboard.board import REFERENCE_LABEL, run_values
 
     values = run_values(metrics)
     forget = [values[f"forget/{k}"] for k in ("regurgitation", "knowledge") if values[f"forget/{k}"] is not None]
@@ -96,9 +96,9 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
 
     `say` prints a line (the one-line summary); `show` names the stage now running.
     """
-    from simu_bench import loop, registry
-    from simu_bench.data import write_jsonl
-    from simu_bench.target import load_target
+    from simu_bench.files import write_jsonl
+    from simu_bench.target.build import load_target
+    from simu_bench.unlearning import loop, registry
 
     run.begin(resolved.configs[(run.method, run.seed)], environment)
     timings = dict(resolved.timings) if run.method == REFERENCE else {}
@@ -176,9 +176,9 @@ def free_memory() -> None:
 
 def write_leaderboard(out: Path, command: str) -> list[Path]:
     """The leaderboard of `out` as leaderboard.md and leaderboard.json, plus the two plots."""
-    from simu_bench.leaderboard import build, render
-    from simu_bench.plots import write_plots
-    from simu_bench.store import atomic_write_text
+    from simu_bench.files import atomic_write_text
+    from simu_bench.leaderboard.board import build, render
+    from simu_bench.leaderboard.plots import write_plots
 
     board = build(out)
     written = []
@@ -209,9 +209,9 @@ def run_benchmark(plan: Plan, say=print) -> dict[str, int]:
 
 
 def _run_all(plan: Plan, configs: dict, say) -> dict[str, int]:
-    from simu_bench.data import load_lume
-    from simu_bench.environment import environment
-    from simu_bench.store import atomic_write_json
+    from simu_bench.data.lume import load_lume
+    from simu_bench.files import atomic_write_json
+    from simu_bench.store.environment import environment
 
     resolved = prepare_inputs(plan)
     data = load_lume(resolved.data_dir)

@@ -94,7 +94,7 @@ class UnlearnConfig:
 
 def method_config_path(method: str) -> Path:
     """The shipped YAML of a registered method."""
-    from simu_bench import registry
+    from simu_bench.unlearning import registry
 
     return registry.config_path(method)
 
@@ -191,7 +191,7 @@ def _deep_merge(base: dict, top: dict) -> dict:
 
 
 def _build_config(raw: dict, where: str, prefix: str, problems: list[str]) -> UnlearnConfig:
-    from simu_bench import registry
+    from simu_bench.unlearning import registry
 
     unknown = [key for key in raw if key not in TOP_LEVEL]
     for key in unknown:

@@ -1,8 +1,8 @@
 """The `Unlearner` interface every method implements.
 
 A method is one small class that inherits from `Unlearner` (and from nothing else: methods never
-subclass each other) plus one line in `simu_bench.registry`. The one training loop
-(`simu_bench.loop.run`) drives it through these hooks, in this order:
+subclass each other) plus one line in `simu_bench.unlearning.registry`. The one training loop
+(`simu_bench.unlearning.loop.run`) drives it through these hooks, in this order:
 
 1. ``prepare(model, tokenizer, data)``: once, before anything trains (e.g. compute a mask);
 2. ``parameters_to_train(model)``: the (name, parameter) pairs the optimizer may change;
@@ -10,7 +10,7 @@ subclass each other) plus one line in `simu_bench.registry`. The one training lo
 3. ``build_optimizer(named_params)``: from ``config.optimizer`` (AdamW or SophiaG);
 4. ``on_train_start(state)``: the optimizer exists (e.g. set SophiaG masks);
 5. per micro-batch ``loss(model, batch)``: a scalar tensor to minimise, ``batch.forget`` and
-   ``batch.retain`` being the paired, tokenised examples (`simu_bench.pairing.Encoded`);
+   ``batch.retain`` being the paired, tokenised examples (`simu_bench.data.pairing.Encoded`);
 6. ``before_step(state)``: gradients are accumulated, not yet clipped;
 7. ``after_step(state)``: the optimizer and schedule have stepped, gradients are cleared;
 8. ``on_train_end(state)``; ``summary()``: extra facts for the result file (e.g. mask sizes).
@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, ClassVar, Iterable
 
 import torch
 
-from simu_bench.config import NoOptions, OptimizerConfig, UnlearnConfig
+from simu_bench.unlearning.config import NoOptions, OptimizerConfig, UnlearnConfig
 
 if TYPE_CHECKING:
-    from simu_bench.data import LumeData
-    from simu_bench.loop import LoopState
-    from simu_bench.pairing import PairedBatch
+    from simu_bench.data.lume import LumeData
+    from simu_bench.data.pairing import PairedBatch
+    from simu_bench.unlearning.loop import LoopState
 
 
 class Unlearner:
@@ -90,7 +90,7 @@ def build_optimizer(config: OptimizerConfig, named_params) -> torch.optim.Optimi
 
     The decay split follows SOUL's optimizer set-up (no decay on biases and layer norms).
     """
-    from simu_bench.sophia import SophiaG
+    from simu_bench.unlearning.sophia import SophiaG
 
     decay = [p for _, p in named_params if p.ndim >= 2]
     no_decay = [p for _, p in named_params if p.ndim < 2]

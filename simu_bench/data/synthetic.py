@@ -35,8 +35,9 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from simu_bench.data import TASKS, UTILITY_TASK, write_jsonl
+from simu_bench.data.lume import TASKS, UTILITY_TASK
 from simu_bench.errors import UserError
+from simu_bench.files import write_jsonl
 
 # Names, towns, streets etc. are 2-3 of these syllables: a small alphabet of word pieces keeps
 # the BPE vocabulary of the tiny target at 1-2k tokens.

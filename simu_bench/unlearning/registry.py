@@ -46,7 +46,7 @@ def config_path(name: str) -> Path:
 
 def create(name_or_config, overrides=(), *, reference: bool = False):
     """Build an unlearner from a method name, a YAML path or an `UnlearnConfig`."""
-    from simu_bench.config import UnlearnConfig, load_config
+    from simu_bench.unlearning.config import UnlearnConfig, load_config
 
     config = name_or_config
     if not isinstance(config, UnlearnConfig):

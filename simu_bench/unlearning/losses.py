@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from simu_bench.pairing import IGNORE, Encoded, PairedBatch
+from simu_bench.data.pairing import IGNORE, Encoded, PairedBatch
 
 
 def _logits(model: torch.nn.Module, batch: Encoded) -> torch.Tensor:

@@ -24,8 +24,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simu_bench.data import KINDS, SPLITS, TASKS
-from simu_bench.store import REFERENCE, StoredRun, load_runs, read_json
+from simu_bench.data.lume import KINDS, SPLITS, TASKS
+from simu_bench.files import read_json
+from simu_bench.store.runs import REFERENCE, StoredRun, load_runs
 
 FORMATS = ("md", "csv", "latex", "html", "json")
 REFERENCE_LABEL = "target (before unlearning)"

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simu_bench.data import KINDS, TASKS
-from simu_bench.leaderboard import Board, Stat, run_values
-from simu_bench.store import REFERENCE, atomic_write_bytes
+from simu_bench.data.lume import KINDS, TASKS
+from simu_bench.files import atomic_write_bytes
+from simu_bench.leaderboard.board import Board, Stat, run_values
+from simu_bench.store.runs import REFERENCE
 
 
 def _pyplot():

@@ -3,7 +3,7 @@
 The embedded benchmark's target is a small OLMo-architecture model (transformers'
 `OlmoForCausalLM`, the family of the paper's OLMo-1B) with a byte-level BPE tokenizer trained
 on the corpus, fine-tuned on forget + retain + world facts until it has memorised them (see
-`simu_bench.finetune`). `prepare()` writes the data directory and the trained target into a
+`simu_bench.target.finetune`). `prepare()` writes the data directory and the trained target into a
 cache directory under a hash of (data files, config, seed, code version) and reuses a finished
 entry; `load_target()` loads this target or any causal LM by path or hub id.
 
@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from simu_bench import __version__
-from simu_bench.data import LumeData, load_lume
+from simu_bench.data.lume import LumeData, load_lume
 from simu_bench.errors import UserError
 
 # The modules whose code decides the weights: their source is part of the cache key, so any
 # change to the recipe rebuilds the target instead of reusing a stale one.
-RECIPE_MODULES = ("target.py", "finetune.py", "tokenizer.py")  # the data is hashed by content
+RECIPE_MODULES = ("build.py", "finetune.py", "tokenizer.py")  # the data is hashed by content
 # Real LUME (`prepare --data DIR`): documents per task and split to train on. Its documents are
 # long (sc rows of ~250 tokens), and 5 per task and split still memorise in minutes on a CPU.
 DEFAULT_DOCS_PER_TASK = 5
@@ -101,8 +101,8 @@ def train_target(data: LumeData, config: TargetConfig, seed: int, out_dir: Path,
     """
     import torch
 
-    from simu_bench.finetune import finetune
-    from simu_bench.tokenizer import train_tokenizer
+    from simu_bench.target.finetune import finetune
+    from simu_bench.target.tokenizer import train_tokenizer
 
     rows = [{"input": e.input, "output": e.output} for e in (*data.forget, *data.retain, *data.utility)]
     corpus = [row["input"] + " " + row["output"] for row in rows]
@@ -148,12 +148,12 @@ def train_target(data: LumeData, config: TargetConfig, seed: int, out_dir: Path,
 def _write_data(directory: Path, data, seed: int, docs_per_task: int) -> None:
     """Write the data directory: the generator's output, or a seeded subset of a LUME folder."""
     if data is None or not isinstance(data, (str, Path)):
-        from simu_bench.synthetic import SyntheticConfig, write_dataset
+        from simu_bench.data.synthetic import SyntheticConfig, write_dataset
 
         write_dataset(directory, data if data is not None else SyntheticConfig(), seed)
         return
-    from simu_bench.subset import subset_lume
-    from simu_bench.synthetic import write_rows
+    from simu_bench.data.subset import subset_lume
+    from simu_bench.data.synthetic import write_rows
 
     # subset_lume returns generate()-shaped rows; real LUME has no world facts (an empty file)
     write_rows(directory, subset_lume(load_lume(Path(data)), docs_per_task, seed))

@@ -12,12 +12,12 @@ match). Ids may contain literal double quotes, so nothing else in the id is pars
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from simu_bench.errors import UserError, did_you_mean
+from simu_bench.files import read_jsonl
 
 TASKS = ("Task1", "Task2", "Task3")
 SPLITS = ("forget", "retain")
@@ -93,27 +93,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
         except Exception as error:  # pyarrow raises several types for a broken file
             raise UserError(f"{path}: cannot read as parquet ({error}); expected a LUME parquet file") from None
         return [(i + 1, row) for i, row in enumerate(table.to_pylist())]
-    rows = []
-    try:
-        # split on "\n" only: str.splitlines would also cut at U+2028 and friends, which JSON
-        # allows raw inside strings (and write_jsonl writes them raw).
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); expected a UTF-8 JSON-lines file") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(
-                f"{path}:{number}: malformed JSON ({error.msg} at column {error.colno}); "
-                f"expected one JSON object per line"
-            ) from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object, found {type(row).__name__}")
-        rows.append((number, row))
-    return rows
+    return read_jsonl(path)
 
 
 def _field(row: dict, name: str, where: str) -> str:
@@ -194,13 +174,3 @@ def load_lume(root: str | Path) -> LumeData:
         utility=load_examples(utility, "utility") if utility else (),
         root=root,
     )
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Write rows atomically (a temporary file renamed into place), keys in a stable order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)

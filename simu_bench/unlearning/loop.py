@@ -1,7 +1,7 @@
 """The one unlearning loop: every method runs through `run`, customised only by hooks.
 
 Epochs over the forget examples, each paired with a seeded random retain example
-(`simu_bench.pairing`); micro-batches of ``train.batch_size`` accumulated
+(`simu_bench.data.pairing`); micro-batches of ``train.batch_size`` accumulated
 ``train.grad_accum_steps`` times per optimizer step; gradient-norm clipping; a linear schedule
 with warm-up. Hook objects (the unlearner first, then optimizer hooks such as Sophia-G's
 curvature refresh, then the caller's callbacks) are called at the points named in `HOOKS`.
@@ -10,7 +10,7 @@ Divergence guard: a NaN/Inf loss or gradient norm stops the run before the optim
 it; the result says ``status="diverged"`` with a message and the model is left as it is (the
 caller decides what to do with it). Nothing is raised for that case.
 
-    from simu_bench import registry, loop
+    from simu_bench.unlearning import loop, registry
     result = loop.run(registry.create("fo_graddiff"), model, tokenizer, data, seed=0)
 """
 
@@ -25,8 +25,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from simu_bench import losses, pairing
-from simu_bench.unlearner import Unlearner
+from simu_bench.data import pairing
+from simu_bench.unlearning import losses
+from simu_bench.unlearning.unlearner import Unlearner
 
 HOOKS = ("on_train_start", "before_step", "after_step", "on_train_end")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simu_bench.errors import UserError, did_you_mean
-from simu_bench.store import REFERENCE, Run, check_writable
+from simu_bench.store.runs import REFERENCE, Run, check_writable
 
 MAX_NEW_TOKENS = 256  # the official LUME scorer's generation length
 
@@ -60,7 +60,7 @@ class Resolved:
 
 def resolve_methods(text: str) -> tuple[str, ...]:
     """`all` or a comma-separated list of registered names, each checked against the registry."""
-    from simu_bench import registry
+    from simu_bench.unlearning import registry
 
     available = registry.names()
     if text.strip() == "all":
@@ -100,8 +100,8 @@ def overrides_for(method: str, overrides: tuple[str, ...], methods: tuple[str, .
 
 def load_method_configs(methods: tuple[str, ...], overrides: tuple[str, ...]) -> dict[str, object]:
     """Every method's typed config with its overrides; all problems are reported before any model loads."""
-    from simu_bench import registry
-    from simu_bench.config import load_config, parse_override
+    from simu_bench.unlearning import registry
+    from simu_bench.unlearning.config import load_config, parse_override
 
     for text in overrides:
         parse_override(text)  # a malformed --set is reported once, not once per method
@@ -162,7 +162,7 @@ def fingerprint(path: Path, whole_below: int = 64 << 20) -> str:
 
 def prepare_inputs(plan: Plan) -> Resolved:
     """Build or reuse the embedded target (cached), or take the given data and model."""
-    from simu_bench.target import prepare
+    from simu_bench.target.build import prepare
 
     started = time.perf_counter()
     if plan.model is None:  # the embedded target, trained on the default or on --data's subset

@@ -27,7 +27,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from simu_bench.data import KINDS, SPLITS, TASKS
+from simu_bench.data.lume import KINDS, SPLITS, TASKS
 
 # Metric key of each kind, as lm-eval reports it; both are higher-is-better per row.
 METRIC_OF_KIND = {"regurgitation": "rougeL_recall", "knowledge": "exact_match"}

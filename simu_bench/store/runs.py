@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from simu_bench.errors import UserError
+from simu_bench.files import atomic_write_json, read_json
 
 REFERENCE = "target"  # method name of the reference row (the target before unlearning)
 STATUSES = ("ok", "diverged", "crashed")
@@ -42,42 +42,6 @@ RUN_FILES = (
     "config.json", "environment.json", "log.txt", "unlearn.json", "metrics.json", "generations.jsonl",
     "mask.safetensors", "timings.json", "status.json",
 )
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read the process umask (the only way is to set it and put it back)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, value) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-def read_json(path: Path):
-    """Read a JSON file of the store; a broken one (e.g. edited by hand) is a UserError."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}:{error.lineno}: malformed JSON ({error.msg}); delete the run directory to redo it") from None
 
 
 def config_hash(config: dict) -> str:

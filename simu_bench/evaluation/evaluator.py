@@ -6,7 +6,7 @@
 
 Generation goes through lm-eval's `HFLM(pretrained=model, tokenizer=tokenizer)` on the tasks
 in `tasks/` (raw input, greedy, EOS only, batched with left padding); the generations are then
-scored by `simu_bench.scoring`, the same code `simu-bench score` uses. New tokens are decoded
+scored by `simu_bench.evaluation.scoring`, the same code `simu-bench score` uses. New tokens are decoded
 as the official scorer decodes them (`skip_special_tokens=True,
 clean_up_tokenization_spaces=True`). The context window is widened to fit the longest prompt
 plus `max_new_tokens`, because the official scorer never truncates a prompt.
@@ -21,13 +21,13 @@ import os
 import random
 import sys
 import tempfile
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simu_bench import scoring
-from simu_bench.data import SPLITS, LumeData, write_jsonl
+from simu_bench.data.lume import SPLITS, LumeData
 from simu_bench.errors import UserError
+from simu_bench.evaluation import scoring
+from simu_bench.files import write_jsonl
 
 UTILITY_NAME = "world_facts"
 # lm-eval metrics tried, in order, as an external utility task's headline number.
@@ -94,7 +94,7 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = 64, max_new_
             samples, utility = _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit)
         mia = None
         if data.member and data.nonmember:
-            from simu_bench.mia import membership_inference
+            from simu_bench.evaluation.mia import membership_inference
 
             members = data.member[:limit] if limit else data.member
             nonmembers = data.nonmember[:limit] if limit else data.nonmember
@@ -147,7 +147,7 @@ def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, util
             samples.append({
                 "id": doc["id"], "split": doc["split"], "task": doc["task"], "kind": doc["kind"],
                 "input": doc["input"], "expected": doc["output"], "generation": sample["filtered_resps"][0],
-                # the task's process_results scored the row with simu_bench.scoring
+                # the task's process_results scored the row with simu_bench.evaluation.scoring
                 "score": float(sample[scoring.METRIC_OF_KIND[doc["kind"]]]),
             })
     if utility_tasks is None and data.utility:
@@ -264,12 +264,3 @@ def _quiet(enabled: bool):
         os.close(devnull)
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
-
-class _CallableModule(types.ModuleType):
-    """Lets `simu_bench.evaluate(...)` call the function although the name is also this module."""
-
-    def __call__(self, *args, **kwargs):
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

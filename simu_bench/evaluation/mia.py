@@ -7,15 +7,15 @@ documents at once: documents sorted by length, right-padded, padding masked out 
 attention and the mean, so a padded batch gives the same NLL as one document at a time (up to
 float rounding; `tests/test_mia.py` checks it).
 
-The AUC and MIA score live in `simu_bench.scoring`.
+The AUC and MIA score live in `simu_bench.evaluation.scoring`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from simu_bench import scoring
-from simu_bench.data import Document
+from simu_bench.data.lume import Document
+from simu_bench.evaluation import scoring
 
 
 def document_nll(model, tokenizer, texts: Sequence[str], batch_size: int = 16) -> list[float]:

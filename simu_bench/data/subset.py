@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from simu_bench.data import TASKS, Example, LumeData
+from simu_bench.data.lume import TASKS, Example, LumeData
 from simu_bench.errors import UserError
 
 

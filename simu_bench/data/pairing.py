@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from simu_bench.data import Example
+from simu_bench.data.lume import Example
 from simu_bench.errors import UserError
 
 IGNORE = -100  # label of tokens that no loss sees (prompt, padding)
@@ -50,7 +50,7 @@ def encode_example(tokenizer, example: Example, max_length: int) -> tuple[list[i
 
     The prompt is tokenised with the tokenizer's defaults (as at generation time, so a BOS is
     kept where the tokenizer adds one), the answer ``" " + output`` without special tokens,
-    then eos: the same ids the embedded target was trained on (`simu_bench.finetune`).
+    then eos: the same ids the embedded target was trained on (`simu_bench.target.finetune`).
     """
     eos = tokenizer.eos_token_id
     if eos is None:
