@@ -1,1 +1,1 @@
-"""Baseline unlearners (FO-GradDiff, SO-GradDiff) and their YAML configs."""
+"""Baseline unlearners and their YAML configs: GradDiff (`fo_graddiff`, `so_graddiff`)."""

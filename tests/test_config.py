@@ -7,7 +7,8 @@ import yaml
 
 from simu_bench.errors import UserError
 from simu_bench.unlearning import registry
-from simu_bench.unlearning.config import UnlearnConfig, load_config, parse_override
+from simu_bench.unlearning.config import UnlearnConfig, parse_override
+from simu_bench.unlearning.registry import load_config
 
 
 @pytest.mark.parametrize("method", registry.names())
@@ -30,11 +31,11 @@ def test_baseline_yamls_ship_inside_the_package():
 
 def test_reference_settings_are_soul_published_values():
     fo = load_config("fo_graddiff", reference=True)
-    assert (fo.optimizer.name, fo.optimizer.lr, fo.optimizer.weight_decay, fo.gamma) == ("adamw", 5e-6, 0.1, 0.3)
+    assert (fo.optimizer.name, fo.optimizer.lr, fo.optimizer.weight_decay, fo.options.gamma) == ("adamw", 5e-6, 0.1, 0.3)
     assert (fo.train.epochs, fo.train.batch_size, fo.train.grad_accum_steps) == (5, 1, 4)
     assert (fo.train.warmup_ratio, fo.train.max_grad_norm) == (0.1, 1.0)
     so = load_config("so_graddiff", reference=True)
-    assert (so.optimizer.name, so.optimizer.variant, so.optimizer.lr, so.gamma) == ("sophiag", "soul", 5e-6, 2.0)
+    assert (so.optimizer.name, so.optimizer.variant, so.optimizer.lr, so.options.gamma) == ("sophiag", "soul", 5e-6, 2.0)
     assert (so.optimizer.betas, so.optimizer.rho, so.optimizer.weight_decay) == ((0.9, 0.95), 0.04, 0.1)
 
 
@@ -42,7 +43,7 @@ def test_all_problems_reported_at_once_naming_file_and_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(
         "method: fo_graddiff\n"
-        "gamma: -1\n"
+        "options: {gamma: -1}\n"
         "optimizer: {name: adam, lr: fast, betas: [0.9, 1.5], colour: red}\n"
         "train: {epochs: 0, batch_size: 2.5}\n"
         "extra: 1\n"
@@ -52,7 +53,7 @@ def test_all_problems_reported_at_once_naming_file_and_key(tmp_path):
     message = str(error.value)
     assert "\n" not in message and message.startswith("8 problems in config")
     for key, expectation in [
-        ("gamma", "got -1, expected a value >= 0.0"),
+        ("options.gamma", "got -1, expected a value >= 0.0"),
         ("optimizer.name", "got 'adam', expected one of adamw, sophiag"),
         ("optimizer.lr", "got 'fast', expected a number"),
         ("optimizer.betas", "expected a value >= 0.0 and < 1.0"),
@@ -79,11 +80,11 @@ def test_unknown_key_suggests_the_close_one():
 def test_dotted_overrides_parse_values_with_yaml():
     config = load_config(
         "so_graddiff",
-        ["optimizer.lr=1e-5", "optimizer.betas=[0.8, 0.9]", "train.max_steps=3", "gamma=0.5", "optimizer.variant=gnb"],
+        ["optimizer.lr=1e-5", "optimizer.betas=[0.8, 0.9]", "train.max_steps=3", "options.gamma=0.5", "optimizer.variant=gnb"],
     )
     assert config.optimizer.lr == 1e-5  # PyYAML reads "1e-5" as text; floats accept it
     assert config.optimizer.betas == (0.8, 0.9)
-    assert (config.train.max_steps, config.gamma, config.optimizer.variant) == (3, 0.5, "gnb")
+    assert (config.train.max_steps, config.options.gamma, config.optimizer.variant) == (3, 0.5, "gnb")
     assert load_config("so_graddiff", ["train.max_steps=null"]).train.max_steps is None
 
 
@@ -93,7 +94,7 @@ def test_override_errors():
     with pytest.raises(UserError, match="train.max_steps: got 0"):
         load_config("fo_graddiff", ["train.max_steps=0"])
     with pytest.raises(UserError, match="gamma is a value, not a section"):
-        load_config("fo_graddiff", ["gamma.x=1"])
+        load_config("fo_graddiff", ["options.gamma.x=1"])
     with pytest.raises(UserError, match="optimizer.lr: got .*inf.*finite"):
         load_config("fo_graddiff", ["optimizer.lr=.inf"])
 
@@ -144,5 +145,21 @@ def test_an_unknown_override_key_is_reported_once():
 
 
 def test_an_option_for_a_method_without_options_says_the_section_takes_none():
+    from simu_bench.unlearning import config
+
     with pytest.raises(UserError, match="options.foo: unknown key; this section takes no keys"):
-        load_config("fo_graddiff", ["options.foo=1"])
+        config.load_config({"method": "plain", "options": {"foo": 1}})  # options_of: NoOptions
+
+
+@pytest.mark.parametrize("old, new", [("gamma: 2", "options.gamma"), ("optimizer: {bs: 10}", "optimizer.curvature_scale")])
+def test_a_key_of_an_older_config_names_its_new_place(tmp_path, old, new):
+    path = tmp_path / "old.yaml"
+    path.write_text(f"method: so_graddiff\n{old}\n")
+    with pytest.raises(UserError, match=f"moved; write it as {new}"):
+        load_config(path)
+
+
+def test_gamma_belongs_to_graddiff_options():
+    assert load_config("so_graddiff", ["options.gamma=0.5"]).options.gamma == 0.5
+    with pytest.raises(UserError, match="gamma: moved; write it as options.gamma"):
+        load_config("so_graddiff", ["gamma=0.5"])

@@ -8,7 +8,7 @@ from unlearn_helpers import single_thread, tiny_data, tiny_model, tiny_tokenizer
 
 from simu_bench.data import pairing
 from simu_bench.unlearning import loop, losses, registry
-from simu_bench.unlearning.config import load_config
+from simu_bench.unlearning.registry import load_config
 from simu_bench.unlearning.unlearner import Unlearner
 
 FAST = ["train.epochs=2", "train.grad_accum_steps=2", "train.batch_size=1", "optimizer.lr=1e-3"]
@@ -141,9 +141,9 @@ GOLDEN = {
 }
 PINNED = FAST + [
     "train.warmup_ratio=0", "train.max_grad_norm=1.0", "optimizer.weight_decay=0.1",
-    "optimizer.betas=[0.9, 0.95]", "optimizer.rho=0.04", "optimizer.bs=5120", "optimizer.eps=1e-8",
+    "optimizer.betas=[0.9, 0.95]", "optimizer.rho=0.04", "optimizer.curvature_scale=5120", "optimizer.eps=1e-8",
 ]
-GAMMA = {"fo_graddiff": "gamma=1.0", "so_graddiff": "gamma=2.0"}
+GAMMA = {"fo_graddiff": "options.gamma=1.0", "so_graddiff": "options.gamma=2.0"}
 
 
 @pytest.mark.parametrize("method", sorted(GOLDEN))
@@ -156,15 +156,13 @@ def test_golden_trajectory(tok, data, method):
 class Exploding(Unlearner):
     """GradDiff that produces a NaN loss from the 3rd micro-batch, or an Inf gradient."""
 
-    name = "exploding"
-
     def __init__(self, config, where):
         super().__init__(config)
         self.where, self.calls = where, 0
 
     def loss(self, model, batch):
         self.calls += 1
-        value = losses.graddiff(model, batch, self.config.gamma)
+        value = losses.graddiff(model, batch, self.options.gamma)
         if self.where == "loss" and self.calls >= 3:
             return value * float("nan")
         return value
@@ -185,7 +183,7 @@ def test_divergence_guard_stops_with_status_and_keeps_the_model(tok, data, where
             snapshots.append({n: p.detach().clone() for n, p in state.model.named_parameters()})
 
     result = loop.run(Exploding(config, where), model, tok, data, seed=0, progress=False, callbacks=[Snapshot()])
-    assert result.status == "diverged" and text in result.message and result.message.startswith("exploding: ")
+    assert result.status == "diverged" and text in result.message and result.message.startswith("fo_graddiff: ")
     assert result.steps == 1 and len(result.losses) == 1 and math.isfinite(result.losses[0])
     # the model is exactly as after step 1: the bad step never reached the optimizer
     assert all(torch.equal(p, snapshots[-1][n]) for n, p in model.named_parameters())

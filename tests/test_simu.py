@@ -14,7 +14,7 @@ from simu_bench.errors import UserError
 from simu_bench.simu import attribution
 from simu_bench.simu.method import Simu
 from simu_bench.unlearning import loop, registry
-from simu_bench.unlearning.config import load_config
+from simu_bench.unlearning.registry import load_config
 from simu_bench.unlearning.losses import answer_nll
 
 STEPS = ["train.max_steps=2", "train.epochs=1", "train.grad_accum_steps=2", "optimizer.lr=1e-2", "options.t=0.4"]
@@ -102,7 +102,7 @@ def test_unlearning_raises_the_forget_loss(tokenizer):
     forget = collate(tokenizer, tiny_data().forget, 512)
     with torch.no_grad():
         before = answer_nll(model, forget).item()
-    unlearn(model, tokenizer, ["gamma=0", "train.max_steps=3", "train.epochs=3"])
+    unlearn(model, tokenizer, ["options.gamma=0", "train.max_steps=3", "train.epochs=3"])
     with torch.no_grad():
         assert answer_nll(model, forget).item() > before + 0.05
 
@@ -111,8 +111,8 @@ def test_a_saved_mask_repeats_the_run_without_attribution(tokenizer, tmp_path, m
     first = tiny_model(tokenizer)
     second = copy.deepcopy(first)
     unlearner, _, _ = unlearn(first, tokenizer, ["options.strategy=forget_only"])
-    path = tmp_path / "mask.safetensors"
-    unlearner.save_mask(path)
+    (path,) = unlearner.save_artifacts(tmp_path)
+    assert path == tmp_path / "mask.safetensors"
 
     def no_attribution(*args, **kwargs):
         raise AssertionError("a loaded mask must not be recomputed")
@@ -126,6 +126,6 @@ def test_a_saved_mask_repeats_the_run_without_attribution(tokenizer, tmp_path, m
 
 def test_a_mask_of_another_model_is_a_user_error(tokenizer, tmp_path):
     unlearner, _, _ = unlearn(family_model("gpt2", tokenizer), tokenizer)
-    unlearner.save_mask(tmp_path / "mask.safetensors")
+    unlearner.save_artifacts(tmp_path)
     with pytest.raises(UserError, match="mask of a 'gpt2' model"):
         unlearn(tiny_model(tokenizer), tokenizer, [f"options.mask_path={tmp_path / 'mask.safetensors'}"])

@@ -1,7 +1,7 @@
 """SophiaG against hand-worked steps, masks, validation and state_dict round trips.
 
 Shared setting of the hand-worked cases: lr = 0.1, betas = (0.5, 0.75), weight_decay = 0.1
-(so theta *= 0.99), rho * bs = 0.01 * 100 = 1, theta0 = [1, -2, 0.5, 3].
+(so theta *= 0.99), rho * curvature_scale = 0.01 * 100 = 1, theta0 = [1, -2, 0.5, 3].
 """
 
 import copy
@@ -18,7 +18,7 @@ G2 = [0.1, 0.2, -1.0, 4.0]
 
 def make(variant="soul", theta=THETA0, **kwargs):
     param = torch.nn.Parameter(torch.tensor(theta, dtype=torch.float64))
-    settings = dict(lr=0.1, betas=(0.5, 0.75), weight_decay=0.1, rho=0.01, bs=100, variant=variant)
+    settings = dict(lr=0.1, betas=(0.5, 0.75), weight_decay=0.1, rho=0.01, curvature_scale=100, variant=variant)
     settings.update(kwargs)
     return param, SophiaG([param], **settings)
 
@@ -140,7 +140,7 @@ def test_mask_errors_name_the_problem():
         (dict(betas=(0.9, -0.1)), r"betas\[1\]"),
         (dict(rho=0.0), "rho: got 0.0, expected a finite number > 0"),
         (dict(weight_decay=float("nan")), "weight_decay"),
-        (dict(bs=0), "bs: got 0"),
+        (dict(curvature_scale=0), "curvature_scale: got 0"),
         (dict(variant="adam"), "variant: got 'adam', expected one of soul, gnb"),
         (dict(hessian_interval=0), "hessian_interval: got 0"),
     ],
@@ -190,13 +190,13 @@ def test_parameters_without_gradient_are_untouched():
     assert torch.equal(untouched.data, torch.ones(2)) and untouched not in opt.state
 
 
-def soul_reference_step(p, g, m, h, lr, beta1, beta2, rho, wd, bs=5120):
+def soul_reference_step(p, g, m, h, lr, beta1, beta2, rho, wd, curvature_scale=5120):
     """SOUL's update written out line by line (DESIGN §2), one tensor, no fusing."""
     h.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     m.mul_(beta1).add_(g, alpha=1 - beta1)
     p.mul_(1 - lr * wd)
     m.mul_(beta1).add_(g, alpha=1 - beta1)
-    ratio = (m.abs() / (rho * bs * h + 1e-15)).clamp(None, 1)
+    ratio = (m.abs() / (rho * curvature_scale * h + 1e-15)).clamp(None, 1)
     p.addcmul_(m.sign(), ratio, value=-lr)
 
 

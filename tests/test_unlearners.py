@@ -91,7 +91,7 @@ def test_methods_never_subclass_each_other():
 
 
 def test_fo_and_so_differ_only_in_optimizer():
-    from simu_bench.unlearning.config import load_config
+    from simu_bench.unlearning.registry import load_config
 
     fo, so = load_config("fo_graddiff"), load_config("so_graddiff")
     assert (fo.optimizer.name, so.optimizer.name) == ("adamw", "sophiag")

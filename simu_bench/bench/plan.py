@@ -101,7 +101,8 @@ def overrides_for(method: str, overrides: tuple[str, ...], methods: tuple[str, .
 def load_method_configs(methods: tuple[str, ...], overrides: tuple[str, ...]) -> dict[str, object]:
     """Every method's typed config with its overrides; all problems are reported before any model loads."""
     from simu_bench.unlearning import registry
-    from simu_bench.unlearning.config import load_config, parse_override
+    from simu_bench.unlearning.config import parse_override
+    from simu_bench.unlearning.registry import load_config
 
     for text in overrides:
         parse_override(text)  # a malformed --set is reported once, not once per method
@@ -109,7 +110,7 @@ def load_method_configs(methods: tuple[str, ...], overrides: tuple[str, ...]) ->
     for method in methods:
         try:
             # The shipped YAML by path: a folder named like the method in the cwd must not shadow it.
-            configs[method] = load_config(registry.config_path(method), overrides_for(method, overrides, methods))
+            configs[method] = load_config(method, overrides_for(method, overrides, methods))
         except UserError as error:
             failed[method] = str(error)
     if failed:

@@ -122,9 +122,7 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
                 result = loop.run(unlearner, model, tokenizer, data, seed=run.seed, progress=not plan.quiet)
                 now = stage("unlearn", now)
                 run.write_json("unlearn.json", result.to_dict())
-                mask = getattr(unlearner, "mask", None)
-                if mask is not None and hasattr(mask, "save"):
-                    mask.save(run.file("mask.safetensors"))
+                unlearner.save_artifacts(run.file(""))
                 if result.status != "ok":
                     log.warning("%s", result.message)
                     timings["total"] = round(time.perf_counter() - started, 3)

@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
 
 
 def main(args) -> int:
-    from simu_bench.unlearning.config import load_config
+    from simu_bench.unlearning.registry import load_config
 
     config = load_config(args.config, args.overrides, reference=args.reference)
     print(f"{config.source}: ok (method {config.method})")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -36,6 +37,7 @@ from simu_bench.unlearning.unlearner import Unlearner
 class SimuOptions:
     """SIMU's own settings (the `options` block of simu.yaml)."""
 
+    gamma: float = setting(1.0, ge=0.0, doc="GradDiff: weight of the retain loss")
     t: float = setting(0.5, gt=0.0, le=1.0, doc="threshold: fraction of the layer's max score; top_fraction: share of units")
     m: int = setting(3, ge=1, doc="integrated-gradients steps from zero to the activation")
     strategy: str = setting("dual", choices=STRATEGIES, doc="dual: all of C_f | forget_only: C_f minus C_r")
@@ -48,10 +50,8 @@ class SimuOptions:
 class Simu(Unlearner):
     """SIMU: GradDiff + SophiaG restricted to attention and the critical MLP neurons."""
 
-    name = "simu"
     paper = "SIMU: Selective Influence Machine Unlearning (arXiv 2510.07822)"
     Options = SimuOptions
-    config_resource = ("simu_bench.simu", "simu.yaml")
 
     def __init__(self, config):
         super().__init__(config)
@@ -92,11 +92,11 @@ class Simu(Unlearner):
                 f"use a mask saved by a run on the same target, or remove mask_path to compute one"
             )
 
-    def save_mask(self, path) -> None:
-        """Write the mask of this run (`mask.safetensors` in the run store) to `path`."""
+    def save_artifacts(self, run_dir) -> list:
+        """The run's critical-neuron mask, `mask.safetensors` (reusable as options.mask_path)."""
         if self.mask is None:
-            raise RuntimeError("Simu.save_mask: no mask yet; prepare() computes it")
-        self.mask.save(path)
+            return []
+        return [self.mask.save(Path(run_dir) / "mask.safetensors")]
 
     # -- step 2: masked second-order GradDiff -------------------------------------------------
 
@@ -122,7 +122,7 @@ class Simu(Unlearner):
         return [(names[id(p)], p) for p in chosen]
 
     def loss(self, model, batch):
-        return losses.graddiff(model, batch, self.config.gamma)
+        return losses.graddiff(model, batch, self.options.gamma)
 
     def on_train_start(self, state) -> None:
         for weight, units in self._unit_masks:

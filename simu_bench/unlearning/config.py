@@ -1,13 +1,15 @@
 """Typed unlearning configs: YAML in, validated dataclasses out, with dotted overrides.
 
-A method's YAML (``baselines/fo_graddiff.yaml`` and friends) has the keys ``method``, ``gamma``,
-``optimizer``, ``train``, ``options`` (the method's own typed options, see
-`Unlearner.Options`) and ``reference`` (settings published for real 1B-7B models, in the same
-shape, applied with ``load_config(..., reference=True)``). Unknown keys and bad values are all
-collected and reported in one `UserError`, each naming the file and the key, before any model
-loads. Overrides are ``key.path=value`` strings whose value is read with ``yaml.safe_load``:
+A method's YAML (``baselines/fo_graddiff.yaml`` and friends) has the keys ``method``,
+``optimizer``, ``train``, ``options`` (the method's own typed options, e.g. GradDiff's
+``gamma``; see `Unlearner.Options`) and ``reference`` (settings published for real 1B-7B
+models, in the same shape, applied with ``reference=True``). Unknown keys and bad values are
+all collected and reported in one `UserError`, each naming the file and the key, before any
+model loads. Overrides are ``key.path=value`` strings whose value is read with
+``yaml.safe_load``. This module knows no method: the caller says which options type a method
+name has (``options_of``); `simu_bench.unlearning.registry.load_config` is the usual entry:
 
-    load_config("fo_graddiff", ["optimizer.lr=1e-5", "train.epochs=2"])
+    registry.load_config("fo_graddiff", ["optimizer.lr=1e-5", "train.epochs=2"])
 """
 
 from __future__ import annotations
@@ -18,14 +20,19 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from simu_bench.errors import UserError, did_you_mean
+from simu_bench.unlearning.optimizers import OPTIMIZERS
 
-OPTIMIZERS = ("adamw", "sophiag")
-TOP_LEVEL = ("method", "gamma", "optimizer", "train", "options", "reference")
+TOP_LEVEL = ("method", "optimizer", "train", "options", "reference")
+# Keys of older configs: a config that still uses one is told its new place.
+MOVED = {
+    ("gamma",): "options.gamma (the retain weight belongs to the method that uses it)",
+    ("optimizer", "bs"): "optimizer.curvature_scale",
+}
 _BAD = object()  # a value that failed validation (already reported)
 
 
@@ -48,7 +55,7 @@ class OptimizerConfig:
     eps: float = setting(1e-8, gt=0.0, doc="adamw only")
     rho: float = setting(0.04, gt=0.0, doc="sophiag only")
     variant: str = setting("soul", choices=("soul", "gnb"), doc="sophiag only")
-    bs: float = setting(5120.0, gt=0.0, doc="sophiag only: curvature scale")
+    curvature_scale: float = setting(5120.0, gt=0.0, doc="sophiag only: multiplies the curvature (SOUL's bs)")
     hessian_interval: int = setting(10, ge=1, doc="sophiag gnb only: steps between refreshes")
 
 
@@ -75,7 +82,6 @@ class UnlearnConfig:
     """Everything one unlearning run needs besides the model, the data and the seed."""
 
     method: str
-    gamma: float = setting(1.0, ge=0.0, doc="GradDiff: weight of the retain loss")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     options: Any = field(default_factory=NoOptions)
@@ -92,32 +98,23 @@ class UnlearnConfig:
 # -- loading ---------------------------------------------------------------------------------
 
 
-def method_config_path(method: str) -> Path:
-    """The shipped YAML of a registered method."""
-    from simu_bench.unlearning import registry
-
-    return registry.config_path(method)
-
-
 def load_config(
-    source: str | Path | dict,
+    source: Path | dict,
     overrides: list[str] | tuple[str, ...] = (),
     *,
     reference: bool = False,
+    options_of: Callable[[str], type] = lambda method: NoOptions,
 ) -> UnlearnConfig:
     """Load, override and validate a config; raise one `UserError` listing every problem.
 
-    ``source`` is a registered method name (its shipped YAML), a YAML path, or a mapping.
-    ``reference=True`` applies the file's ``reference`` block (settings for real 1B-7B models).
+    ``source`` is a YAML path or a mapping. ``reference=True`` applies the file's ``reference``
+    block (settings for real 1B-7B models). ``options_of(method)`` gives the options dataclass
+    of a method name, or raises `UserError` for an unknown one.
     """
     if isinstance(source, dict):
         raw, where = copy.deepcopy(source), "<config>"
     else:
         path = Path(source)
-        # A bare name (no folder, no suffix) is a method name, even if a file of that
-        # name happens to sit in the current directory.
-        if not path.suffix and len(path.parts) == 1:
-            path = method_config_path(str(source))
         where = str(path)
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -137,11 +134,12 @@ def load_config(
         ref = None
     ref = dict(ref or {})
     ref.pop("source", None)  # where the reference settings come from: text only
-    config = _build_config(raw, where, "", problems)
+    problems += _moved_keys(raw, where, "") + _moved_keys(ref, where, "reference.")
+    config = _build_config(raw, where, "", problems, options_of)
     # The reference block is validated even when unused so that it cannot rot.
     merged = _deep_merge(raw, ref)
     ref_problems: list[str] = []
-    ref_config = _build_config(merged, where, "reference.", ref_problems) if ref else config
+    ref_config = _build_config(merged, where, "reference.", ref_problems, options_of) if ref else config
     # A bad key outside the reference block would be reported twice; keep the first.
     problems += [p for p in ref_problems if p.replace("reference.", "", 1) not in problems]
     if reference and not ref:
@@ -190,9 +188,20 @@ def _deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
-def _build_config(raw: dict, where: str, prefix: str, problems: list[str]) -> UnlearnConfig:
-    from simu_bench.unlearning import registry
+def _moved_keys(raw: dict, where: str, prefix: str) -> list[str]:
+    """One problem per key of an older config, naming where it lives now; the keys are removed."""
+    problems = []
+    for keys, new in MOVED.items():
+        node = raw
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node:
+            del node[keys[-1]]
+            problems.append(f"{where}: {prefix}{'.'.join(keys)}: moved; write it as {prefix}{new}")
+    return problems
 
+
+def _build_config(raw: dict, where: str, prefix: str, problems: list[str], options_of) -> UnlearnConfig:
     unknown = [key for key in raw if key not in TOP_LEVEL]
     for key in unknown:
         problems.append(f"{where}: {prefix}{key}: unknown key; expected one of {', '.join(TOP_LEVEL)}")
@@ -203,12 +212,10 @@ def _build_config(raw: dict, where: str, prefix: str, problems: list[str]) -> Un
         method = ""
     else:
         try:
-            options_type = registry.get(method).Options
+            options_type = options_of(method)
         except UserError as error:
             problems.append(f"{where}: {prefix}method: {error}")
-    values = {"method": method}
-    if "gamma" in raw:
-        values["gamma"] = _check_value(UnlearnConfig, "gamma", raw["gamma"], where, prefix, problems)
+    values: dict[str, Any] = {"method": method}
     values["optimizer"] = _build(OptimizerConfig, raw.get("optimizer", {}), where, prefix + "optimizer.", problems)
     values["train"] = _build(TrainConfig, raw.get("train", {}), where, prefix + "train.", problems)
     values["options"] = _build(options_type, raw.get("options", {}), where, prefix + "options.", problems)

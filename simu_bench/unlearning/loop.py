@@ -16,6 +16,7 @@ caller decides what to do with it). Nothing is raised for that case.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,26 +27,10 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from simu_bench.data import pairing
-from simu_bench.unlearning import losses
-from simu_bench.unlearning.unlearner import Unlearner
+from simu_bench.unlearning.optimizers import optimizer_hooks
+from simu_bench.unlearning.unlearner import LoopState, Unlearner
 
 HOOKS = ("on_train_start", "before_step", "after_step", "on_train_end")
-
-
-@dataclass
-class LoopState:
-    """What hooks see: the live objects of the run and where it is."""
-
-    model: torch.nn.Module
-    tokenizer: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    generator: torch.Generator  # the run's only source of randomness besides torch's seed
-    total_steps: int
-    step: int = 0  # optimizer steps done
-    epoch: int = 0
-    batch: pairing.PairedBatch | None = None  # the last micro-batch
-    loss: float | None = None  # the loss of the current / last optimizer step
 
 
 @dataclass
@@ -62,28 +47,6 @@ class UnlearnResult:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-class CurvatureRefresh:
-    """Sophia-G's Gauss-Newton-Bartlett curvature, refreshed every ``optimizer.hessian_interval`` steps.
-
-    After an optimizer step it samples labels from the model's own logits on the answer
-    positions of the last micro-batch (forget and retain), back-propagates their
-    cross-entropy and folds the squared gradient into the optimizer's curvature.
-    """
-
-    def __init__(self, optimizer):
-        self.optimizer = optimizer
-        self.every = optimizer.hessian_interval
-
-    def after_step(self, state: LoopState) -> None:
-        if state.step % self.every != 0:  # after steps k, 2k, ... as in Sophia's reference loop
-            return
-        parts = state.batch.parts()
-        for part in parts:
-            (losses.sampled_label_loss(state.model, part, state.generator) / len(parts)).backward()
-        self.optimizer.update_hessian()
-        self.optimizer.zero_grad(set_to_none=True)
 
 
 def _call(hooks: list, name: str, state: LoopState) -> None:
@@ -144,6 +107,9 @@ class Session:
         self.train_cfg = unlearner.config.train
         self.device = next(model.parameters()).device
         self.losses: list[float] = []
+        if unlearner.uses_reference:
+            # The model as it was before unlearning, frozen: created only for methods that ask.
+            unlearner.reference = copy.deepcopy(model).eval().requires_grad_(False)
         unlearner.prepare(model, tokenizer, data)
         named = list(unlearner.parameters_to_train(model))
         trained = {id(p) for _, p in named}
@@ -156,10 +122,7 @@ class Session:
         scheduler = get_linear_schedule_with_warmup(optimizer, round(self.train_cfg.warmup_ratio * total), total)
         generator = torch.Generator().manual_seed(seed)
         self.state = LoopState(model, tokenizer, optimizer, scheduler, generator, total)
-        self.hooks = [unlearner]
-        if getattr(optimizer, "hessian_interval", None):
-            self.hooks.append(CurvatureRefresh(optimizer))
-        self.hooks.extend(callbacks)
+        self.hooks = [unlearner, *optimizer_hooks(optimizer), *callbacks]
         self._was_training = model.training
         model.train()
         _call(self.hooks, "on_train_start", self.state)
@@ -229,6 +192,7 @@ class Session:
         try:
             _call(self.hooks, "on_train_end", state)
         finally:
+            self.unlearner.reference = None  # free the frozen copy with the run
             state.optimizer.zero_grad(set_to_none=True)
             state.model.train(self._was_training)
             for name, p in state.model.named_parameters():

@@ -1,53 +1,94 @@
-"""The names of the unlearning methods: registry key -> class.
+"""The unlearning methods by name: registry key -> (class, shipped YAML config).
 
-Adding a method is one file and one line here, ``"name": "module:Class"``. Modules are imported
-only when a method is asked for, so a broken method cannot break the others.
+A method in this project is one line in `METHODS`: ``"name": ("module:Class", "package:file.yaml")``.
+One class may serve several names (FO- and SO-GradDiff are one GradDiff class with two YAMLs).
+A method in another package registers itself through the entry-point group
+``simu_bench.methods`` (in its pyproject.toml: ``[project.entry-points."simu_bench.methods"]
+my_method = "my_package.my_method:MyMethod"``); its class names its YAML in
+``config_resource = ("my_package", "my_method.yaml")``. Modules are imported only when a method
+is asked for, so a broken method cannot break the others.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.resources
+from functools import lru_cache
 from pathlib import Path
 
 from simu_bench.errors import UserError, did_you_mean
+from simu_bench.unlearning.config import UnlearnConfig
+from simu_bench.unlearning.config import load_config as _load_config
 
-METHODS: dict[str, str] = {
-    "fo_graddiff": "simu_bench.baselines.fo_graddiff:FOGradDiff",
-    "so_graddiff": "simu_bench.baselines.so_graddiff:SOGradDiff",
-    "simu": "simu_bench.simu.method:Simu",
+METHODS: dict[str, tuple[str, str]] = {
+    "fo_graddiff": ("simu_bench.baselines.graddiff:GradDiff", "simu_bench.baselines:fo_graddiff.yaml"),
+    "so_graddiff": ("simu_bench.baselines.graddiff:GradDiff", "simu_bench.baselines:so_graddiff.yaml"),
+    "simu": ("simu_bench.simu.method:Simu", "simu_bench.simu:simu.yaml"),
 }
+ENTRY_POINT_GROUP = "simu_bench.methods"
+
+
+@lru_cache(maxsize=1)
+def _plugins() -> dict[str, str]:
+    """Methods other installed packages register: name -> "module:Class"."""
+    found = {}
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name not in METHODS:  # a plugin never shadows a method of this project
+            found[entry.name] = entry.value
+    return found
 
 
 def names() -> list[str]:
-    """Registered method names, sorted."""
-    return sorted(METHODS)
+    """Registered method names (this project's and installed plugins'), sorted."""
+    return sorted({*METHODS, *_plugins()})
 
 
-def get(name: str):
-    """The `Unlearner` class registered as ``name``; `UserError` with suggestions otherwise."""
-    if name not in METHODS:
+def _check_known(name: str) -> None:
+    if name not in METHODS and name not in _plugins():
         raise UserError(f"unknown method {name!r}{did_you_mean(name, names())}")
-    module_name, _, class_name = METHODS[name].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    if cls.name != name:
-        raise RuntimeError(f"registry entry {name!r} points to a class named {cls.name!r}")
-    return cls
+
+
+def get(name: str) -> type:
+    """The `Unlearner` class registered as ``name``; `UserError` with suggestions otherwise."""
+    _check_known(name)
+    target = METHODS[name][0] if name in METHODS else _plugins()[name]
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def options_type(name: str) -> type:
+    """The options dataclass of method ``name`` (what its YAML's ``options:`` block holds)."""
+    return get(name).Options
 
 
 def config_path(name: str) -> Path:
     """The shipped YAML config of method ``name``."""
-    cls = get(name)
-    if cls.config_resource is None:
-        raise UserError(f"method {name!r} ships no config file; pass a YAML path instead")
-    package, filename = cls.config_resource
+    _check_known(name)
+    if name in METHODS:
+        package, _, filename = METHODS[name][1].partition(":")
+    else:
+        resource = getattr(get(name), "config_resource", None)
+        if not resource:
+            raise UserError(f"method {name!r} ships no config file; pass a YAML path instead")
+        package, filename = resource
     return Path(str(importlib.resources.files(package) / filename))
+
+
+def load_config(source, overrides=(), *, reference: bool = False) -> UnlearnConfig:
+    """Load and validate a method config: a registered name (its shipped YAML), a path or a mapping.
+
+    A bare name (no folder, no suffix) is a method name, even if a file of that name sits in
+    the current directory. Every problem is reported at once (see `simu_bench.unlearning.config`).
+    """
+    if not isinstance(source, dict):
+        path = Path(source)
+        source = config_path(str(source)) if not path.suffix and len(path.parts) == 1 else path
+    return _load_config(source, overrides, reference=reference, options_of=options_type)
 
 
 def create(name_or_config, overrides=(), *, reference: bool = False):
     """Build an unlearner from a method name, a YAML path or an `UnlearnConfig`."""
-    from simu_bench.unlearning.config import UnlearnConfig, load_config
-
     config = name_or_config
     if not isinstance(config, UnlearnConfig):
         config = load_config(name_or_config, overrides, reference=reference)

@@ -11,7 +11,7 @@ Sophia: A Scalable Stochastic Second-order Optimizer for Language Model Pre-trai
       m     = beta1 * m + (1 - beta1) * g
       theta = theta * (1 - lr * weight_decay)           # decoupled weight decay
       m     = beta1 * m + (1 - beta1) * g               # SOUL updates the momentum a second time
-      theta = theta - lr * sign(m) * min(|m| / (rho * bs * h + 1e-15), 1)
+      theta = theta - lr * sign(m) * min(|m| / (rho * curvature_scale * h + 1e-15), 1)
 
   The two momentum updates are applied as one, ``m = beta1^2 * m + (1 - beta1^2) * g``, which
   is the same value up to float rounding and saves a pass over memory.
@@ -21,8 +21,9 @@ Sophia: A Scalable Stochastic Second-order Optimizer for Language Model Pre-trai
   ``hessian_interval`` steps right after a backward pass on the loss of labels sampled from the
   model's own logits (the Gauss-Newton-Bartlett estimator): ``h = beta2 * h + (1 - beta2) * g*g``.
 
-``bs`` scales the curvature as in both reference implementations (5120 there; for the GNB
-estimator it stands for the number of tokens behind one gradient).
+``curvature_scale`` multiplies the curvature as the ``bs`` argument of both reference
+implementations does (5120 there; for the GNB estimator it stands for the number of tokens
+behind one gradient).
 
 Masks: ``optimizer.set_mask(param, mask)`` with a tensor broadcastable to ``param`` and values
 in [0, 1]. After every step (and every `update_hessian`), each of momentum, curvature and weights
@@ -45,7 +46,7 @@ def check_hyperparameters(
     betas: tuple[float, float],
     rho: float,
     weight_decay: float,
-    bs: float,
+    curvature_scale: float,
     variant: str,
     hessian_interval: int,
 ) -> list[tuple[str, str]]:
@@ -67,8 +68,8 @@ def check_hyperparameters(
         problems.append(("rho", f"got {rho!r}, expected a finite number > 0 (SOUL uses 0.04)"))
     if not finite(weight_decay) or weight_decay < 0:
         problems.append(("weight_decay", f"got {weight_decay!r}, expected a finite number >= 0"))
-    if not finite(bs) or bs <= 0:
-        problems.append(("bs", f"got {bs!r}, expected a number > 0 (SOUL uses 5120)"))
+    if not finite(curvature_scale) or curvature_scale <= 0:
+        problems.append(("curvature_scale", f"got {curvature_scale!r}, expected a number > 0 (SOUL uses 5120)"))
     if variant not in VARIANTS:
         problems.append(("variant", f"got {variant!r}, expected one of {', '.join(VARIANTS)}"))
     if isinstance(hessian_interval, bool) or not isinstance(hessian_interval, int) or hessian_interval < 1:
@@ -85,7 +86,7 @@ class SophiaG(torch.optim.Optimizer):
         betas: (beta1 for the momentum m, beta2 for the curvature h).
         rho: clipping scale of the preconditioned update.
         weight_decay: decoupled weight decay, ``theta *= 1 - lr * weight_decay``.
-        bs: curvature scale (5120 in SOUL and in Sophia's reference code).
+        curvature_scale: curvature scale (5120 in SOUL and in Sophia's reference code).
         variant: "soul" (squared gradient every step, momentum twice) or "gnb" (textbook
             Sophia-G: curvature only from `update_hessian`, momentum once).
         hessian_interval: for "gnb", how many steps between curvature refreshes (read by the
@@ -102,14 +103,18 @@ class SophiaG(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.965, 0.99),
         rho: float = 0.04,
         weight_decay: float = 0.1,
-        bs: float = 5120,
+        curvature_scale: float = 5120,
         variant: str = "soul",
         hessian_interval: int = 10,
     ):
-        problems = check_hyperparameters(lr, betas, rho, weight_decay, bs, variant, hessian_interval)
+        problems = check_hyperparameters(
+            lr, betas, rho, weight_decay, curvature_scale, variant, hessian_interval
+        )
         if problems:
             raise ValueError("SophiaG: " + "; ".join(f"{name}: {text}" for name, text in problems))
-        defaults = dict(lr=lr, betas=tuple(betas), rho=rho, weight_decay=weight_decay, bs=bs)
+        defaults = dict(
+            lr=lr, betas=tuple(betas), rho=rho, weight_decay=weight_decay, curvature_scale=curvature_scale
+        )
         super().__init__(params, defaults)
         self.variant = variant
         self.hessian_interval = hessian_interval if variant == "gnb" else None
@@ -223,7 +228,8 @@ class SophiaG(torch.optim.Optimizer):
             if any(p.grad.is_sparse for p in params):
                 raise RuntimeError("SophiaG does not support sparse gradients")
             beta1, beta2 = group["betas"]
-            lr, rho, bs, wd = group["lr"], group["rho"], group["bs"], group["weight_decay"]
+            lr, rho, wd = group["lr"], group["rho"], group["weight_decay"]
+            curvature_scale = group["curvature_scale"]
             states = [self._state_of(p) for p in params]
             grads = [p.grad for p in params]
             moms = [s["exp_avg"] for s in states]
@@ -242,7 +248,7 @@ class SophiaG(torch.optim.Optimizer):
             if wd != 0:
                 torch._foreach_mul_(params, 1 - lr * wd)
             # sign(m) * min(|m| / d, 1) == clamp(m / d, -1, 1) for d > 0.
-            denom = torch._foreach_mul(hessians, rho * bs)
+            denom = torch._foreach_mul(hessians, rho * curvature_scale)
             torch._foreach_add_(denom, 1e-15)
             ratio = torch._foreach_div(moms, denom)
             del denom
