@@ -10,12 +10,23 @@ class UserError(Exception):
     """Bad input from the user; the message is a single, complete line."""
 
 
-def did_you_mean(name: str, available: list[str] | tuple[str, ...]) -> str:
-    """Return ' (did you mean X?) available: a, b, c' for an unknown `name`."""
+SHOWN = 10  # names listed at most; a registry of thousands (lm-eval's tasks) stays one short line
+
+
+def did_you_mean(name: str, available) -> str:
+    """' (did you mean X?); available: a, b, c' for an unknown ``name``.
+
+    Up to `SHOWN` names are listed: all of them when there are that few, else the closest.
+    """
     import difflib
 
-    close = difflib.get_close_matches(name, list(available), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    available = sorted(available)
     if not available:
         return "; this section takes no keys"
-    return f"{hint}; available: {', '.join(sorted(available))}"
+    close = difflib.get_close_matches(name, available, n=SHOWN, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    if len(available) <= SHOWN:
+        return f"{hint}; available: {', '.join(available)}"
+    if not close:
+        return f"; none of the {len(available):,} available names is close"
+    return f"{hint}; closest of {len(available):,}: {', '.join(close)}"

@@ -13,7 +13,7 @@ COMPONENT_TASKS = tuple(
     for n in (1, 2, 3)
     for kind in ("regurgitation", "knowledge")
 )
-UTILITY_TASK = "lume_world_facts"
+WORLD_FACTS_TASK = "lume_world_facts"
 GROUP = "lume"
 
 

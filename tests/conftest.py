@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from simu_bench.data.synthetic import SyntheticConfig
-from simu_bench.target.build import Prepared, TargetConfig, load_target, prepare
+from simu_bench.target.build import Prepared, TargetConfig, load_model, prepare
 
 TINY_DATA = SyntheticConfig(documents_per_task=2, nonmember_documents=6, world_facts=6)
 # Same model and recipe as the default, smaller batches so that 46 rows still take several
@@ -37,4 +37,4 @@ def tiny_target(tiny_cache) -> Prepared:
 @pytest.fixture
 def tiny_model_and_tokenizer(tiny_target):
     """A fresh (model, tokenizer) loaded from `tiny_target` for each test, so tests may train it."""
-    return load_target(tiny_target.target_dir)
+    return load_model(tiny_target.target_dir)

@@ -24,9 +24,9 @@ from simu_bench.evaluation.evaluator import evaluate
 
 @pytest.fixture(scope="module")
 def target(tiny_target):
-    from simu_bench.target.build import load_target
+    from simu_bench.target.build import load_model
 
-    model, tokenizer = load_target(tiny_target.target_dir)
+    model, tokenizer = load_model(tiny_target.target_dir)
     return model, tokenizer, tiny_target.data
 
 

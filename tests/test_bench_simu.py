@@ -20,7 +20,7 @@ import os
 import pytest
 
 from simu_bench.data import pairing
-from simu_bench.target.build import load_target
+from simu_bench.target.build import load_model
 from simu_bench.unlearning import loop, registry
 from simu_bench.unlearning.losses import answer_nll
 
@@ -36,7 +36,7 @@ def bench_target(request):
 
 @pytest.fixture(scope="module")
 def target_model(bench_target):
-    return load_target(bench_target.target_dir)
+    return load_model(bench_target.target_dir)
 
 
 @pytest.mark.benchmark(group="attribution")

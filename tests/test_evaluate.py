@@ -86,7 +86,7 @@ def test_evaluate_equals_the_official_loop_and_leaves_state_alone(random_setup, 
 def test_utility_tasks_are_labelled_by_name_and_checked_first(random_setup):
     model, tokenizer, data = random_setup
     small = LumeData(forget=data.forget[:2], retain=data.retain[:2], utility=data.utility[:2])
-    result = evaluate(model, tokenizer, small, max_new_tokens=4, utility_tasks=[task_pack.UTILITY_TASK])
+    result = evaluate(model, tokenizer, small, max_new_tokens=4, utility_tasks=[task_pack.WORLD_FACTS_TASK])
     assert result.utility["name"] == "lume_world_facts" and 0.0 <= result.utility["value"] <= 1.0
     assert result.mia is None and result.final is None and "mia" not in result.to_dict()
     assert {s["split"] for s in result.samples} == {"forget", "retain"}
@@ -124,9 +124,9 @@ def test_package_exports_evaluate_lazily():
 def test_memorised_target_scores_near_the_top(tiny_target):
     """Before unlearning the target remembers forget, retain and world facts: every component
     and the utility near 1, members far more likely than non-members (AUC near 1)."""
-    from simu_bench.target.build import load_target
+    from simu_bench.target.build import load_model
 
-    model, tokenizer = load_target(tiny_target.target_dir)
+    model, tokenizer = load_model(tiny_target.target_dir)
     result = evaluate(model, tokenizer, tiny_target.data)
     for split, tasks in result.components.items():
         for task, kinds in tasks.items():

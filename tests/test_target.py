@@ -13,7 +13,7 @@ import simu_bench.target.build
 import simu_bench.target.finetune
 from simu_bench.data.synthetic import SyntheticConfig
 from simu_bench.errors import UserError
-from simu_bench.target.build import TargetConfig, cache_dir, load_target, prepare
+from simu_bench.target.build import TargetConfig, cache_dir, load_model, prepare
 
 # A model small enough to build in about a second: for cache and determinism checks only.
 MICRO_DATA = SyntheticConfig(documents_per_task=1, nonmember_documents=3, world_facts=3)
@@ -172,10 +172,10 @@ def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
 
 def test_load_target_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        load_target(tmp_path / "missing")
+        load_model(tmp_path / "missing")
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(UserError, match="safetensors"):
-        load_target(tmp_path)
+        load_model(tmp_path)
 
 
 def test_load_target_sets_a_missing_pad_token(tiny_target, tmp_path):
@@ -185,7 +185,7 @@ def test_load_target_sets_a_missing_pad_token(tiny_target, tmp_path):
     config = json.loads(config_path.read_text())
     config.pop("pad_token")
     config_path.write_text(json.dumps(config))
-    model, tokenizer = load_target(folder)
+    model, tokenizer = load_model(folder)
     assert tokenizer.pad_token == tokenizer.eos_token
     assert model.dtype == torch.float32 and not model.training
 

@@ -26,11 +26,11 @@ def manager(data_dir):
 
 @pytest.fixture(scope="module")
 def loaded(manager):
-    return manager.load([task_pack.GROUP, task_pack.UTILITY_TASK])
+    return manager.load([task_pack.GROUP, task_pack.WORLD_FACTS_TASK])
 
 
 def test_pack_registers_13_tasks_and_the_group(manager, loaded):
-    names = set(task_pack.COMPONENT_TASKS) | {task_pack.UTILITY_TASK}
+    names = set(task_pack.COMPONENT_TASKS) | {task_pack.WORLD_FACTS_TASK}
     assert len(task_pack.COMPONENT_TASKS) == 12 and len(names) == 13
     assert names | {task_pack.GROUP} <= set(manager.all_tasks)
     assert set(loaded["tasks"]) == names
@@ -59,7 +59,7 @@ def test_rows_and_prompts_are_the_raw_data(loaded, data_dir):
             assert (doc["input"], doc["output"], doc["split"], doc["kind"]) == (example.input, example.output, split, example.kind)
             # The prompt is the input itself: no template, delimiter or few-shot text.
             assert task.fewshot_context(doc, 0) == example.input
-    world = loaded["tasks"][task_pack.UTILITY_TASK]
+    world = loaded["tasks"][task_pack.WORLD_FACTS_TASK]
     assert [doc["output"] for doc in world.eval_docs] == [e.output for e in data.utility]
     cells = {(e.split, e.task, e.kind) for s in ("forget", "retain") for e in data.split(s)}
     for cell in cells:
@@ -78,7 +78,7 @@ def test_empty_cell_and_bad_directory_are_clear_errors(tmp_path, data_dir):
     (tmp_path / "retain.jsonl").write_text((data_dir / "retain.jsonl").read_text())
     manager = TaskManager(include_path=str(task_pack.path()), include_defaults=False, metadata={"data_dir": str(tmp_path)})
     with pytest.raises(UserError, match="no world_facts.jsonl"):
-        manager.load([task_pack.UTILITY_TASK])
+        manager.load([task_pack.WORLD_FACTS_TASK])
     manager = TaskManager(include_path=str(task_pack.path()), include_defaults=False, metadata={"data_dir": str(tmp_path / "nope")})
     with pytest.raises(UserError, match="is not a directory"):
         manager.load(["lume_forget_task1_knowledge"])
@@ -106,8 +106,8 @@ class AnswerLM(LM):
 def test_pack_scores_through_lm_eval(manager, answer, expected):
     """A model that gives back each answer (upper-cased, padded) scores 1 everywhere; silence scores 0."""
     lm = AnswerLM(answer)
-    out = simple_evaluate(model=lm, tasks=["lume", task_pack.UTILITY_TASK], task_manager=manager, bootstrap_iters=0)
-    for name in (*task_pack.COMPONENT_TASKS, task_pack.UTILITY_TASK):
+    out = simple_evaluate(model=lm, tasks=["lume", task_pack.WORLD_FACTS_TASK], task_manager=manager, bootstrap_iters=0)
+    for name in (*task_pack.COMPONENT_TASKS, task_pack.WORLD_FACTS_TASK):
         metric = "rougeL_recall" if name.endswith("regurgitation") else "exact_match"
         assert out["results"][name][f"{metric},none"] == expected, name
     context, gen_kwargs = lm.requests[0].args

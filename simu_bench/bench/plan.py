@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simu_bench.errors import UserError, did_you_mean
+from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
 from simu_bench.store.runs import REFERENCE, Run, check_writable
-
-MAX_NEW_TOKENS = 256  # the official LUME scorer's generation length
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class Plan:
     overrides: tuple[str, ...] = ()
     device: str = "cpu"
     quiet: bool = False
-    eval_batch_size: int = 64
+    eval_batch_size: int = BATCH_SIZE
     max_new_tokens: int = MAX_NEW_TOKENS
     threads: int | None = None  # torch CPU threads; None: 1 for the embedded target, else torch's default
     command: str = ""
@@ -100,7 +99,6 @@ def overrides_for(method: str, overrides: tuple[str, ...], methods: tuple[str, .
 
 def load_method_configs(methods: tuple[str, ...], overrides: tuple[str, ...]) -> dict[str, object]:
     """Every method's typed config with its overrides; all problems are reported before any model loads."""
-    from simu_bench.unlearning import registry
     from simu_bench.unlearning.config import parse_override
     from simu_bench.unlearning.registry import load_config
 
@@ -121,23 +119,16 @@ def load_method_configs(methods: tuple[str, ...], overrides: tuple[str, ...]) ->
     return configs
 
 
-def check_model_path(model: str | None) -> None:
-    """A --model that looks like a local path must exist (a hub id is checked when it loads)."""
-    if model is None:
-        return
-    path = Path(model).expanduser()
-    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
-    if looks_local and not path.is_dir():
-        raise UserError(f"--model {model}: no such model folder; expected a folder written by save_pretrained "
-                        f"(config.json + *.safetensors) or a hub id like allenai/OLMo-1B-hf")
-
-
 def check_inputs(plan: Plan) -> dict[str, object]:
     """Cheap checks of everything the user typed; returns the methods' configs."""
+    from simu_bench.data.lume import check_data_dir
+    from simu_bench.evaluation.evaluator import check_utility_tasks
+    from simu_bench.target.build import check_model_path
+
     configs = load_method_configs(plan.methods, plan.overrides)
-    if plan.data is not None and not Path(plan.data).is_dir():
-        raise UserError(f"--data {plan.data}: no such directory; expected a LUME folder with forget.jsonl and retain.jsonl")
+    check_data_dir(plan.data)
     check_model_path(plan.model)
+    check_utility_tasks(plan.utility_tasks)
     check_writable(plan.out)
     if plan.device != "cpu":
         import torch

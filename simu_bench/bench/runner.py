@@ -97,7 +97,7 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
     `say` prints a line (the one-line summary); `show` names the stage now running.
     """
     from simu_bench.files import write_jsonl
-    from simu_bench.target.build import load_target
+    from simu_bench.target.build import load_model
     from simu_bench.unlearning import loop, registry
 
     run.begin(resolved.configs[(run.method, run.seed)], environment)
@@ -114,7 +114,7 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
         try:
             seed_everything(run.seed or 0)
             show("load")
-            model, tokenizer = load_target(resolved.model, device=plan.device)
+            model, tokenizer = load_model(resolved.model, device=plan.device)
             now = stage("load", started)
             if run.method != REFERENCE:
                 unlearner = registry.create(resolved.unlearn_configs[run.method])

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="evaluate one model without unlearning",
@@ -23,34 +25,35 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--utility-tasks", metavar="a,b", help="lm-eval tasks measuring utility, e.g. mmlu (default: world facts)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="also write metrics.json, generations.jsonl, environment.json here")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="generation batch size (default: 64)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="generation limit per row (default: 256, as LUME)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
+                        help=f"generation batch size (default: {BATCH_SIZE})")
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, metavar="N",
+                        help=f"generation limit per row (default: {MAX_NEW_TOKENS}, as LUME)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar when the embedded data is built")
     parser.set_defaults(handler=main)
 
 
 def main(args) -> int:
-    from simu_bench.bench.plan import check_model_path
-    from simu_bench.data.lume import load_lume
+    from simu_bench.data.lume import check_data_dir, load_lume
     from simu_bench.errors import UserError
-    from simu_bench.evaluation.evaluator import evaluate
+    from simu_bench.evaluation.evaluator import check_utility_tasks, evaluate
     from simu_bench.files import atomic_write_json, write_jsonl
     from simu_bench.store.environment import environment
     from simu_bench.store.runs import check_writable
-    from simu_bench.target.build import load_target, prepare
+    from simu_bench.target.build import check_model_path, load_model, prepare
 
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise UserError(f"--batch-size {args.batch_size} --max-new-tokens {args.max_new_tokens}: expected positive numbers, e.g. 32 and 256")
-    if args.data is not None and not args.data.is_dir():
-        raise UserError(f"--data {args.data}: no such directory; expected a LUME folder with forget.jsonl and retain.jsonl")
+    check_data_dir(args.data)
     check_model_path(args.model)
+    utility = [t.strip() for t in args.utility_tasks.split(",") if t.strip()] if args.utility_tasks else None
+    check_utility_tasks(utility)
     if args.out is not None:
         check_writable(args.out)
     data_dir = args.data if args.data is not None else prepare(None, progress=not args.quiet).data_dir
     data = load_lume(data_dir)
     started = time.perf_counter()
-    model, tokenizer = load_target(args.model, device=args.device)
-    utility = [t.strip() for t in args.utility_tasks.split(",") if t.strip()] if args.utility_tasks else None
+    model, tokenizer = load_model(args.model, device=args.device)
     result = evaluate(model, tokenizer, data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, utility_tasks=utility)
     metrics = result.to_dict()
     if args.out is not None:

@@ -31,6 +31,6 @@ def main(args) -> int:
     print(f"\nTasks (lm-eval, include path {task_pack.path()}):\n")
     tasks = [[task_pack.GROUP, "group of the 12 components below"]]
     tasks += [[name, "ROUGE-L recall" if name.endswith("regurgitation") else "exact match"] for name in task_pack.COMPONENT_TASKS]
-    tasks.append([task_pack.UTILITY_TASK, "exact match; the embedded benchmark's utility (stands in for MMLU)"])
+    tasks.append([task_pack.WORLD_FACTS_TASK, "exact match; the embedded benchmark's utility (stands in for MMLU)"])
     print(tabulate(tasks, ["task", "metric"], tablefmt="simple", disable_numparse=True))
     return 0

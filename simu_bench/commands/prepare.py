@@ -37,12 +37,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    from simu_bench.data.lume import check_data_dir
     from simu_bench.target.build import prepare
 
     if args.docs_per_task < 1:
         raise UserError(f"--docs-per-task is {args.docs_per_task}; expected a positive number of documents, e.g. --docs-per-task 10")
-    if args.data is not None and not args.data.is_dir():
-        raise UserError(f"--data {args.data}: no such directory; expected a LUME folder with forget.jsonl and retain.jsonl")
+    check_data_dir(args.data)
     started = time.perf_counter()
     prepared = prepare(args.data, seed=args.seed, progress=not args.quiet, docs_per_task=args.docs_per_task)
     info = prepared.info

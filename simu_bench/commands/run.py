@@ -18,6 +18,7 @@ from pathlib import Path
 
 from simu_bench.bench.plan import Plan, parse_seeds, resolve_methods
 from simu_bench.bench.runner import run_benchmark
+from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -37,11 +38,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a method config key, e.g. optimizer.lr=1e-5 or simu.options.t=0.3 (repeatable)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--eval-batch-size", type=int, default=64, metavar="N", help="generation batch size (default: 64)")
+    parser.add_argument("--eval-batch-size", type=int, default=BATCH_SIZE, metavar="N",
+                        help=f"generation batch size (default: {BATCH_SIZE})")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: 1 for the embedded "
                         "target, whose small matrices run fastest on one thread; otherwise torch's default)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N",
-                        help="generation limit per row (default: 256, as LUME's official scorer; lower only for quick checks)")
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, metavar="N",
+                        help=f"generation limit per row (default: {MAX_NEW_TOKENS}, as LUME's official scorer; "
+                        "lower only for quick checks)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, log lines only")
     parser.set_defaults(handler=main)
     return parser
@@ -60,9 +63,9 @@ def command_line(args) -> str:
         words += ["--device", args.device]
     if args.threads is not None:
         words += ["--threads", str(args.threads)]
-    if args.max_new_tokens != 256:
+    if args.max_new_tokens != MAX_NEW_TOKENS:
         words += ["--max-new-tokens", str(args.max_new_tokens)]
-    if args.eval_batch_size != 64:
+    if args.eval_batch_size != BATCH_SIZE:
         words += ["--eval-batch-size", str(args.eval_batch_size)]
     return shlex.join(words)
 

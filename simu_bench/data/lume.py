@@ -22,7 +22,8 @@ from simu_bench.files import read_jsonl
 TASKS = ("Task1", "Task2", "Task3")
 SPLITS = ("forget", "retain")
 KINDS = ("regurgitation", "knowledge")
-UTILITY_TASK = "World"
+WORLD_TASK = "World"  # the `task` of world-fact rows
+WORLD_FACTS = "world_facts"  # the embedded utility: its file stem and its name in metrics
 
 _SUFFIX = re.compile(r"(sc|qa)(\d+)$")
 _KIND_OF_SUFFIX = {"sc": "regurgitation", "qa": "knowledge"}
@@ -126,7 +127,7 @@ def load_examples(path: Path, split: str) -> tuple[Example, ...]:
             raise UserError(f"{where}field 'id' repeats {values['id']!r} from line {first_line[values['id']]}; ids must be unique within a file")
         first_line[values["id"]] = number
         if split == "utility":
-            task = str(row.get("task") or UTILITY_TASK)
+            task = str(row.get("task") or WORLD_TASK)
             kind = "knowledge"
         else:
             task = _field(row, "task", where)
@@ -150,6 +151,12 @@ def load_documents(path: Path, membership: str) -> tuple[Document, ...]:
     return tuple(documents)
 
 
+def check_data_dir(path, flag: str = "--data") -> None:
+    """A data folder given on the command line must exist (its files are checked when read)."""
+    if path is not None and not Path(path).is_dir():
+        raise UserError(f"{flag} {path}: no such directory; expected a LUME folder with forget.jsonl and retain.jsonl")
+
+
 def load_lume(root: str | Path) -> LumeData:
     """Load a LUME directory; raise UserError with file, line and field for any bad input."""
     root = Path(root)
@@ -165,7 +172,7 @@ def load_lume(root: str | Path) -> LumeData:
             raise UserError(f"{path}: the {split} set is empty; expected at least one row")
     member = _find(root, "member")
     nonmember = _find(root, "nonmember")
-    utility = _find(root, "world_facts")
+    utility = _find(root, WORLD_FACTS)
     return LumeData(
         forget=splits["forget"],
         retain=splits["retain"],

@@ -64,19 +64,31 @@ def encode_example(tokenizer, example: Example, max_length: int) -> tuple[list[i
     return ids, labels
 
 
+def pad_right(rows: Sequence[Sequence], value, dtype=torch.long) -> torch.Tensor:
+    """(len(rows), longest row) tensor: row i is ``rows[i]`` followed by ``value``.
+
+    The one padding path of the project: unlearning batches, the target's fine-tuning and the
+    MIA's document batches all pad with it (right padding: with a causal mask the padding
+    never changes what the real tokens see).
+    """
+    width = max((len(row) for row in rows), default=0)
+    out = torch.full((len(rows), width), value, dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(list(row), dtype=dtype)
+    return out
+
+
+def attention_mask(rows: Sequence[Sequence]) -> torch.Tensor:
+    """(len(rows), longest row) mask: 1 on each row's tokens, 0 on the padding `pad_right` adds."""
+    return pad_right([[1] * len(row) for row in rows], 0)
+
+
 def collate(tokenizer, examples: Sequence[Example], max_length: int) -> Encoded:
     """Tokenise and right-pad ``examples`` into one `Encoded` batch."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rows = [encode_example(tokenizer, e, max_length) for e in examples]
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    for i, (ids, labs) in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
-        labels[i, : len(labs)] = torch.tensor(labs)
-    return Encoded(input_ids, attention, labels)
+    ids = [ids for ids, _ in rows]
+    return Encoded(pad_right(ids, pad), attention_mask(ids), pad_right([labels for _, labels in rows], IGNORE))
 
 
 def pair(forget: Sequence[Example], retain: Sequence[Example], generator: torch.Generator) -> list[tuple[Example, Example]]:

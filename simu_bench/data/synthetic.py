@@ -35,7 +35,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from simu_bench.data.lume import TASKS, UTILITY_TASK
+from simu_bench.data.lume import TASKS, WORLD_TASK
 from simu_bench.errors import UserError
 from simu_bench.files import write_jsonl
 
@@ -198,7 +198,7 @@ def _world_fact(fresh: _Fresh, k: int) -> dict:
         (f"Which river flows through {place}?", fresh.word(3)),
         (f"What is the highest mountain in {place}?", f"Mount {fresh.word(3)}"),
     ][k % 3]
-    return {"id": f"world{k}qa0", "input": question, "output": answer, "task": UTILITY_TASK}
+    return {"id": f"world{k}qa0", "input": question, "output": answer, "task": WORLD_TASK}
 
 
 def generate(config: SyntheticConfig = SyntheticConfig(), seed: int = 0) -> dict[str, list[dict]]:

@@ -24,12 +24,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simu_bench.data.lume import SPLITS, LumeData
-from simu_bench.errors import UserError
-from simu_bench.evaluation import scoring
+from simu_bench.data.lume import SPLITS, WORLD_FACTS, LumeData
+from simu_bench.errors import UserError, did_you_mean
+from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS, scoring
 from simu_bench.files import write_jsonl
 
-UTILITY_NAME = "world_facts"
 # lm-eval metrics tried, in order, as an external utility task's headline number.
 _UTILITY_METRICS = ("acc,none", "exact_match,none", "acc_norm,none", "exact_match,strict-match")
 
@@ -62,7 +61,7 @@ class EvalResult:
         return out
 
 
-def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = 64, max_new_tokens: int = 256,
+def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS,
              utility_tasks: list[str] | None = None, limit: int | None = None,
              mia_batch_size: int | None = None, verbose: bool = False) -> EvalResult:
     """Evaluate `model` on `data` exactly as LUME's official scorer does, batched.
@@ -126,7 +125,7 @@ def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, util
     cells = {(e.split, e.task, e.kind) for split in SPLITS for e in data.split(split)}
     names = [task_pack.task_name(*cell) for cell in sorted(cells)]
     if data.utility and utility_tasks is None:
-        names.append(task_pack.UTILITY_TASK)
+        names.append(task_pack.WORLD_FACTS_TASK)
     rows = [e for split in (*SPLITS, "utility") for e in data.split(split)]
     longest = max((len(tokenizer(e.input)["input_ids"]) for e in rows), default=1)
     # A context window that fits the longest prompt plus its answer: nothing is truncated.
@@ -152,8 +151,32 @@ def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, util
             })
     if utility_tasks is None and data.utility:
         scores = [s["score"] for s in samples if s["split"] == "utility"]
-        utility = {"name": UTILITY_NAME, "value": sum(scores) / len(scores)}
+        utility = {"name": WORLD_FACTS, "value": sum(scores) / len(scores)}
     return samples, utility
+
+
+def check_utility_tasks(names) -> None:
+    """Every name in ``names`` (None: the embedded world facts) must be an lm-eval task or group.
+
+    Indexing lm-eval's registry takes seconds, so it happens only when names are given; the
+    check runs before anything is written (`simu-bench run` checks its plan with it).
+    """
+    if not names:
+        return
+    manager = _task_manager(list(names), data_dir="")
+    for name in names:
+        if name not in manager.all_tasks:
+            raise UserError(f"--utility-tasks: unknown lm-eval task {name!r}{did_you_mean(name, manager.all_tasks)}")
+
+
+def _task_manager(names, data_dir):
+    from lm_eval.tasks import TaskManager
+
+    from simu_bench import tasks as task_pack
+
+    ours = not any(name != task_pack.GROUP and not name.startswith("lume_") for name in names)
+    # lm-eval's own registry (~15k tasks) takes seconds to index: only when a name needs it.
+    return TaskManager(include_path=str(task_pack.path()), include_defaults=not ours, metadata={"data_dir": data_dir})
 
 
 def _run_tasks(lm, names, data_dir, limit, gen_kwargs=None) -> dict:
@@ -164,14 +187,8 @@ def _run_tasks(lm, names, data_dir, limit, gen_kwargs=None) -> dict:
     which costs more than generating the embedded benchmark's answers.
     """
     from lm_eval.evaluator import evaluate as lm_evaluate
-    from lm_eval.tasks import TaskManager
 
-    from simu_bench import tasks as task_pack
-    from simu_bench.errors import did_you_mean
-
-    ours = not any(name != task_pack.GROUP and not name.startswith("lume_") for name in names)
-    # lm-eval's own registry (~15k tasks) takes seconds to index: only when a name needs it.
-    manager = TaskManager(include_path=str(task_pack.path()), include_defaults=not ours, metadata={"data_dir": data_dir})
+    manager = _task_manager(names, data_dir)
     for name in names:
         if name not in manager.all_tasks:
             raise UserError(f"unknown lm-eval task {name!r}{did_you_mean(name, manager.all_tasks)}")
@@ -215,7 +232,7 @@ def _write_data(root: Path, data: LumeData) -> None:
     for split in (*SPLITS, "utility"):
         rows = [{"id": e.id, "input": e.input, "output": e.output, "task": e.task} for e in data.split(split)]
         if rows:
-            write_jsonl(root / ("world_facts.jsonl" if split == "utility" else f"{split}.jsonl"), rows)
+            write_jsonl(root / (f"{WORLD_FACTS}.jsonl" if split == "utility" else f"{split}.jsonl"), rows)
 
 
 def _save_random_state() -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from simu_bench.data.lume import Document
+from simu_bench.data.pairing import attention_mask, pad_right
 from simu_bench.evaluation import scoring
 
 
@@ -38,14 +39,10 @@ def document_nll(model, tokenizer, texts: Sequence[str], batch_size: int = 16) -
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
-                width = len(encoded[batch[0]])
-                input_ids = torch.zeros(len(batch), width, dtype=torch.long)  # (batch, seq); pad id is masked
-                attention_mask = torch.zeros(len(batch), width, dtype=torch.long)
-                for row, index in enumerate(batch):
-                    ids = encoded[index]
-                    input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                    attention_mask[row, : len(ids)] = 1
-                logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+                rows = [encoded[index] for index in batch]
+                input_ids = pad_right(rows, 0)  # (batch, seq); the pad id is masked
+                mask = attention_mask(rows)
+                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
                 for row, index in enumerate(batch):
                     length = len(encoded[index])
                     if length < 2:

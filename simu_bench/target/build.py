@@ -5,7 +5,7 @@ The embedded benchmark's target is a small OLMo-architecture model (transformers
 on the corpus, fine-tuned on forget + retain + world facts until it has memorised them (see
 `simu_bench.target.finetune`). `prepare()` writes the data directory and the trained target into a
 cache directory under a hash of (data files, config, seed, code version) and reuses a finished
-entry; `load_target()` loads this target or any causal LM by path or hub id.
+entry; `load_model()` loads this target or any causal LM by path or hub id.
 
 Command line: `simu-bench prepare` (see `simu_bench.commands.prepare`).
 """
@@ -246,8 +246,21 @@ def prepare(data=None, target: TargetConfig = TargetConfig(), seed: int = 0, cac
     return Prepared(entry / "data", entry / "target", load_lume(entry / "data"), info)
 
 
-def load_target(name_or_path, device: str = "cpu", dtype=None, trust_remote_code: bool = False):
-    """Load a causal LM and its tokenizer by local path or hub id; safetensors weights only.
+def looks_local(name: str) -> bool:
+    """Whether a model name is meant as a folder (else it is a hub id such as allenai/OLMo-1B-hf)."""
+    return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1 or (
+        os.sep == "\\" and "\\" in name)
+
+
+def check_model_path(model: str | None, flag: str = "--model") -> None:
+    """A model that looks like a local path must be a folder (a hub id is checked when it loads)."""
+    if model is not None and looks_local(model) and not Path(model).expanduser().is_dir():
+        raise UserError(f"{flag} {model}: no such model folder; expected a folder written by save_pretrained "
+                        f"(config.json + *.safetensors) or a hub id like allenai/OLMo-1B-hf")
+
+
+def load_model(name_or_path, device: str = "cpu", dtype=None, trust_remote_code: bool = False):
+    """Load any causal LM and its tokenizer by local path or hub id; safetensors weights only.
 
     `dtype` None loads float32 (exact and safe on CPU); pass "auto" for the checkpoint's own
     dtype or e.g. torch.bfloat16 on a GPU. Sets a pad token (the EOS token) when the tokenizer
@@ -256,8 +269,7 @@ def load_target(name_or_path, device: str = "cpu", dtype=None, trust_remote_code
     """
     name = str(name_or_path)
     path = Path(name).expanduser()
-    looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep == "\\" and "\\" in name
-    if looks_local:
+    if looks_local(name):
         if not path.is_dir():
             raise UserError(f"target {name!r} does not exist; expected a model folder (config.json + *.safetensors) or a hub id like 'allenai/OLMo-1B-hf'; run `simu-bench prepare` to build the embedded target")
         if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):

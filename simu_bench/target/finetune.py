@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from simu_bench.data.pairing import attention_mask, pad_right
+
 
 @dataclass(frozen=True)
 class FinetuneResult:
@@ -69,16 +71,9 @@ def _batches(encoded, batch_size: int, rng: random.Random) -> list[list[int]]:
 
 def _collate(encoded, indices: list[int], pad_id: int):
     """Right-pad a batch; returns input ids, attention mask and answer-token mask, each (batch, seq)."""
-    longest = max(len(encoded[i][0]) for i in indices)
-    ids = torch.full((len(indices), longest), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(indices), longest), dtype=torch.long)
-    answer = torch.zeros((len(indices), longest), dtype=torch.bool)
-    for row, i in enumerate(indices):
-        tokens, answer_start = encoded[i]
-        ids[row, : len(tokens)] = torch.tensor(tokens)
-        attention[row, : len(tokens)] = 1
-        answer[row, answer_start : len(tokens)] = True
-    return ids, attention, answer
+    tokens = [encoded[i][0] for i in indices]
+    answer = [[False] * start + [True] * (len(ids) - start) for ids, start in (encoded[i] for i in indices)]
+    return pad_right(tokens, pad_id), attention_mask(tokens), pad_right(answer, False, dtype=torch.bool)
 
 
 def _answer_stats(model, batch):

@@ -20,7 +20,6 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm

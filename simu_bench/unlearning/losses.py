@@ -1,6 +1,9 @@
 """Losses shared by the unlearning methods.
 
 - `answer_nll`: CE, the mean next-token cross-entropy over the answer tokens of a batch.
+- `sequence_log_prob`: log pi(y|x) per example, the summed answer-token log-probability, with
+  gradients (NPO-style losses compare it with a reference model); `sequence_nll` the mean
+  per answer token.
 - `graddiff`: GradDiff = -CE(forget) + gamma * CE(retain).
 - `sampled_label_loss`: CE against labels sampled from the model's own logits, whose gradient
   feeds Sophia-G's Gauss-Newton-Bartlett curvature estimate.
@@ -26,14 +29,30 @@ def answer_nll(model: torch.nn.Module, batch: Encoded) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE)
 
 
-@torch.no_grad()
-def example_nll(model: torch.nn.Module, batch: Encoded) -> torch.Tensor:
-    """Mean answer-token NLL per example, shape (batch,)."""
+def _token_nll(model: torch.nn.Module, batch: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-token NLL (batch, seq - 1), 0 off the answer; answer-token counts (batch,))."""
     logits = _logits(model, batch).float()
     targets = batch.labels[:, 1:]
     nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
-    counts = (targets != IGNORE).sum(dim=1).clamp(min=1)
-    return nll.sum(dim=1) / counts
+    return nll, (targets != IGNORE).sum(dim=1)
+
+
+def sequence_log_prob(model: torch.nn.Module, batch: Encoded) -> torch.Tensor:
+    """log pi(y|x) per example: the summed log-probability of its answer tokens, shape (batch,)."""
+    nll, _ = _token_nll(model, batch)
+    return -nll.sum(dim=1)
+
+
+def sequence_nll(model: torch.nn.Module, batch: Encoded) -> torch.Tensor:
+    """Mean answer-token NLL per example, shape (batch,), with gradients."""
+    nll, counts = _token_nll(model, batch)
+    return nll.sum(dim=1) / counts.clamp(min=1)
+
+
+@torch.no_grad()
+def example_nll(model: torch.nn.Module, batch: Encoded) -> torch.Tensor:
+    """`sequence_nll` without gradients (for measuring, not training)."""
+    return sequence_nll(model, batch)
 
 
 def graddiff(model: torch.nn.Module, batch: PairedBatch, gamma: float) -> torch.Tensor:
