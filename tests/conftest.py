@@ -1,9 +1,14 @@
-"""Shared fixtures: a tiny memorised target that every test of the suite may use.
+"""Shared fixtures: one torch thread, the tiny unlearning tokenizer and data, a tiny memorised target.
 
 `tiny_target` is the embedded benchmark's recipe at a smaller size (2 documents per task and
 split, 6 non-members, 6 world facts: 46 training rows), built once per test session into a
 temporary cache. Set `SIMU_BENCH_TEST_CACHE=DIR` to keep it in DIR between runs (the cache key
-still rebuilds it whenever the data, the config or the code version changes).
+still rebuilds it whenever the data, the config or the code version changes). `MICRO_DATA` and
+`MICRO_TARGET` make a model small enough to build in about a second, for cache and determinism
+checks that build their own.
+
+`tokenizer` and `data` are the millisecond-sized tokenizer and forget/retain set of
+`unlearn_helpers`, for the unlearning tests.
 """
 
 from __future__ import annotations
@@ -20,6 +25,37 @@ TINY_DATA = SyntheticConfig(documents_per_task=2, nonmember_documents=6, world_f
 # Same model and recipe as the default, smaller batches so that 46 rows still take several
 # steps per epoch (memorised in ~30 epochs, ~180 steps).
 TINY_TARGET = TargetConfig(vocab_size=1024, batch_size=8)
+MICRO_DATA = SyntheticConfig(documents_per_task=1, nonmember_documents=3, world_facts=3)
+MICRO_TARGET = TargetConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_heads=2, max_epochs=2,
+                            batch_size=4)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """One intra-op torch thread for the whole run: tiny matrices gain nothing from threads, and
+    on a busy 2-core machine two threads wait on each other in every matmul and the tests crawl."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """`unlearn_helpers.tiny_tokenizer()`: a byte-level BPE trained on the tiny data set."""
+    from unlearn_helpers import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def data():
+    """`unlearn_helpers.tiny_data()`: 4 forget and 4 retain rows."""
+    from unlearn_helpers import tiny_data
+
+    return tiny_data()
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +74,16 @@ def tiny_target(tiny_cache) -> Prepared:
 def tiny_model_and_tokenizer(tiny_target):
     """A fresh (model, tokenizer) loaded from `tiny_target` for each test, so tests may train it."""
     return load_model(tiny_target.target_dir)
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """`prepare` without the fine-tune: `finetune` returns at once, reporting one epoch of one
+    step that memorised every row, so tests of the cache and the data finish in a second."""
+    from simu_bench.target import finetune
+
+    def skip(model, tokenizer, rows, config, seed, progress=True):
+        return finetune.FinetuneResult(epochs=1, steps=1, tokens_trained=1, final_loss=0.0, final_answer_loss=0.0,
+                                       memorised=1.0)
+
+    monkeypatch.setattr(finetune, "finetune", skip)

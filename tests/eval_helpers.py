@@ -1,10 +1,18 @@
-"""Tiny in-process models for the evaluation tests (random weights; a few thousand parameters)."""
+"""Tiny in-process models for the evaluation tests (random weights; a few thousand parameters),
+the official scorer's loops, and hand-made metrics."""
 
 from __future__ import annotations
 
-import pytest
-
 EOS, PAD = "<|endoftext|>", "<|padding|>"
+
+
+def uniform_components(forget: float, retain: float) -> dict:
+    """The 12 components in the metrics JSON's shape, every forget cell `forget`, every retain
+    cell `retain`: `{"forget": {"Task1": {"regurgitation": forget, "knowledge": forget}, ...}, ...}`."""
+    def cells(value: float) -> dict:
+        return {task: {"regurgitation": value, "knowledge": value} for task in ("Task1", "Task2", "Task3")}
+
+    return {"forget": cells(forget), "retain": cells(retain)}
 
 
 def tiny_tokenizer(texts):
@@ -49,7 +57,8 @@ def official_generations(model, tokenizer, examples, max_new_tokens: int = 256) 
                                  max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                                  pad_token_id=tokenizer.eos_token_id)
         new_tokens = out[:, encoded.input_ids.shape[1]:]
-        outputs.append(tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=True)[0])
+        decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=True)
+        outputs.append(decoded[0])
     return outputs
 
 
@@ -84,14 +93,3 @@ def official_evaluation(model, tokenizer, data, max_new_tokens: int = 256) -> tu
     utility = {"name": "world_facts", "value": sum(world) / len(world)} if world else None
     return generations, scoring.metrics(lume, member or None, nonmember or None, utility)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread while a test runs: on a busy 2-core machine, two threads wait on each
-    other in every batched matmul and the tests crawl. Import this fixture into a test module."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

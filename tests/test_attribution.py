@@ -5,17 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from simu_helpers import FAMILIES, LAYERS, UNITS, family_model
-from unlearn_helpers import tiny_data, tiny_model, tiny_tokenizer
 
 from simu_bench.data.pairing import IGNORE, collate
 from simu_bench.errors import UserError
 from simu_bench.simu.attribution import answer_log_prob, attribute, down_projections
 
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
+from simu_helpers import FAMILIES, LAYERS, UNITS, family_model
+from unlearn_helpers import tiny_data, tiny_model
 
 
 def encoded(tokenizer, examples):
@@ -143,7 +139,8 @@ def test_unsupported_family_names_the_supported_ones(tokenizer):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"m": 0}, "m=0"), ({"m": 2.5}, "m=2.5"), ({"batch_size": 0}, "batch_size=0"), ({"copies_per_pass": 0}, "copies_per_pass=0"),
+    ({"m": 0}, "m=0"), ({"m": 2.5}, "m=2.5"), ({"batch_size": 0}, "batch_size=0"),
+    ({"copies_per_pass": 0}, "copies_per_pass=0"),
 ])
 def test_bad_settings_are_user_errors(tokenizer, kwargs, message):
     with pytest.raises(UserError, match=message):
@@ -155,7 +152,8 @@ def test_empty_set_is_a_user_error(tokenizer):
         attribute(tiny_model(tokenizer), tokenizer, (), m=3)
 
 
-def test_zeroing_the_top_attributed_units_hurts_the_forget_answers_far_more_than_random_ones(tiny_model_and_tokenizer, tiny_target):
+def test_zeroing_the_top_attributed_units_hurts_the_forget_answers_far_more_than_random_ones(
+        tiny_model_and_tokenizer, tiny_target):
     from simu_bench.unlearning.losses import answer_nll
 
     model, tokenizer = tiny_model_and_tokenizer

@@ -14,12 +14,10 @@ each benchmark runs once as a plain test, which checks the agreement.
 from __future__ import annotations
 
 import pytest
-from eval_helpers import (
-    official_evaluation,
-    one_thread,  # noqa: F401  (autouse fixture)
-)
 
 from simu_bench.evaluation.evaluator import evaluate
+
+from eval_helpers import official_evaluation
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +48,13 @@ def test_bench_evaluate_batched(benchmark, target):
 
 @pytest.mark.slow
 def test_bench_official_loop(benchmark, target):
+    """The baseline: one generation per row, scored by `simu_bench.evaluation.scoring`. On the
+    memorised target it must see what `evaluate` sees: every forget answer remembered (so each
+    forget component is near 1) and members far more likely than non-members (AUC near 1)."""
     model, tokenizer, data = target
     benchmark.group = "evaluate: tiny target"
-    benchmark(official_evaluation, model, tokenizer, data)
+    generations, metrics = benchmark(official_evaluation, model, tokenizer, data)
+    assert len(generations) == len(data.forget) + len(data.retain) + len(data.utility)
+    forget = [value for kinds in metrics["components"]["forget"].values() for value in kinds.values()]
+    assert len(forget) == 6 and min(forget) >= 0.9
+    assert metrics["mia"]["auc"] >= 0.9

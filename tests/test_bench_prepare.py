@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import itertools
 
-from conftest import TINY_DATA, TINY_TARGET
-
 from simu_bench.target.build import prepare
+
+from conftest import TINY_DATA, TINY_TARGET
 
 
 def test_bench_prepare_cold(benchmark, tmp_path):

@@ -128,7 +128,8 @@ def test_broken_parquet_names_the_file(tmp_path):
 def test_member_nonmember_and_world_facts(tmp_path):
     make_dir(tmp_path)
     write_jsonl(tmp_path / "member.jsonl", [{"id": QUOTED, "document": "In Madera four women met by chance."}])
-    write_jsonl(tmp_path / "nonmember.jsonl", [{"id": "x1", "document": "Unseen text."}, {"id": "x2", "document": "More."}])
+    nonmembers = [{"id": "x1", "document": "Unseen text."}, {"id": "x2", "document": "More."}]
+    write_jsonl(tmp_path / "nonmember.jsonl", nonmembers)
     write_jsonl(tmp_path / "world_facts.jsonl", [{"id": "world0qa0", "input": "Capital of Ovo?", "output": "Lem"}])
     data = load_lume(tmp_path)
     assert [(d.id, d.membership) for d in data.member] == [(QUOTED, "member")]

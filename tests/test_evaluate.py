@@ -15,14 +15,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from eval_helpers import (
-    official_document_nll,
-    official_evaluation,
-    official_generations,
-    one_thread,  # noqa: F401  (autouse fixture)
-    tiny_model,
-    tiny_tokenizer,
-)
 
 import simu_bench
 from simu_bench import tasks as task_pack
@@ -32,13 +24,22 @@ from simu_bench.errors import UserError
 from simu_bench.evaluation import scoring
 from simu_bench.evaluation.evaluator import EvalResult, evaluate
 
+from eval_helpers import (
+    official_document_nll,
+    official_evaluation,
+    official_generations,
+    tiny_model,
+    tiny_tokenizer,
+)
+
 SAMPLE_KEYS = {"id", "split", "task", "kind", "input", "expected", "generation", "score"}
 
 
 @pytest.fixture(scope="module")
 def random_setup(tmp_path_factory):
     """A random tiny OLMo and 3 rows per (split, task, kind) cell: prompts of many lengths, so batches pad."""
-    full = load_lume(synthetic.write_dataset(tmp_path_factory.mktemp("data") / "d", synthetic.SyntheticConfig(), seed=2))
+    folder = synthetic.write_dataset(tmp_path_factory.mktemp("data") / "d", synthetic.SyntheticConfig(), seed=2)
+    full = load_lume(folder)
     tokenizer = tiny_tokenizer([e.input + " " + e.output for e in full.forget + full.retain + full.utility])
     return tiny_model(tokenizer, seed=1), tokenizer, full
 
@@ -65,18 +66,31 @@ def test_evaluate_equals_the_official_loop_and_leaves_state_alone(random_setup, 
     assert len(examples) == 13 * 3
     assert [s["generation"] for s in result.samples] == official_generations(model, tokenizer, examples, 8)
 
-    # Scores: each sample's score, the components and the aggregate follow from the generations.
+    # Scores: the task pack's process_results gives each kind its metric, expected answer first.
     for sample in result.samples:
         assert sample["score"] == scoring.score_row(sample["kind"], sample["expected"], sample["generation"])
-    lume = [(s["split"], s["task"], s["kind"], s["score"]) for s in result.samples if s["split"] != "utility"]
-    assert result.components == scoring.components(lume)
-    assert result.task_aggregate == scoring.task_aggregate(result.components)
+    # The summary, recomputed by hand from the samples: each of the 12 components is the plain
+    # mean of its 3 rows; the aggregate is 12 / sum(1 / x) over inverted forget and raw retain
+    # components (0 if any is 0); the utility is the mean world-facts score.
+    cells = {}
+    for s in result.samples:
+        if s["split"] != "utility":
+            cells.setdefault((s["split"], s["task"], s["kind"]), []).append(s["score"])
+    assert len(cells) == 12 and all(len(scores) == 3 for scores in cells.values())
+    means = {cell: sum(scores) / 3 for cell, scores in cells.items()}
+    assert {(split, task, kind): value for split, tasks in result.components.items()
+            for task, kinds in tasks.items() for kind, value in kinds.items()} == pytest.approx(means)
+    inputs = [1 - v if split == "forget" else v for (split, _, _), v in means.items()]
+    by_hand = 0.0 if min(inputs) == 0 else len(inputs) / sum(1 / v for v in inputs)
+    assert result.task_aggregate == pytest.approx(by_hand)
     world = [s["score"] for s in result.samples if s["split"] == "utility"]
-    assert result.utility == {"name": "world_facts", "value": sum(world) / len(world)}
+    assert result.utility == {"name": "world_facts", "value": pytest.approx(sum(world) / len(world))}
 
     # MIA on the first 3 documents of each set, as the official loop computes NLL.
-    assert result.mia["member_nll"] == pytest.approx(official_document_nll(model, tokenizer, [d.text for d in data.member[:3]]), abs=1e-5)
-    assert result.mia["nonmember_nll"] == pytest.approx(official_document_nll(model, tokenizer, [d.text for d in data.nonmember[:3]]), abs=1e-5)
+    members = official_document_nll(model, tokenizer, [d.text for d in data.member[:3]])
+    nonmembers = official_document_nll(model, tokenizer, [d.text for d in data.nonmember[:3]])
+    assert result.mia["member_nll"] == pytest.approx(members, abs=1e-5)
+    assert result.mia["nonmember_nll"] == pytest.approx(nonmembers, abs=1e-5)
     assert result.final == pytest.approx((result.task_aggregate + result.mia["score"] + result.utility["value"]) / 3)
     metrics = json.loads(json.dumps(result.to_dict()))
     assert set(metrics) == {"components", "task_aggregate", "mia", "utility", "final"}
@@ -121,12 +135,10 @@ def test_package_exports_evaluate_lazily():
 
 
 @pytest.mark.slow
-def test_memorised_target_scores_near_the_top(tiny_target):
+def test_memorised_target_scores_near_the_top(tiny_target, tiny_model_and_tokenizer):
     """Before unlearning the target remembers forget, retain and world facts: every component
     and the utility near 1, members far more likely than non-members (AUC near 1)."""
-    from simu_bench.target.build import load_model
-
-    model, tokenizer = load_model(tiny_target.target_dir)
+    model, tokenizer = tiny_model_and_tokenizer
     result = evaluate(model, tokenizer, tiny_target.data)
     for split, tasks in result.components.items():
         for task, kinds in tasks.items():
@@ -134,7 +146,8 @@ def test_memorised_target_scores_near_the_top(tiny_target):
                 assert value >= 0.9, (split, task, kind, value)
     assert len(result.components["forget"]) == len(result.components["retain"]) == 3
     assert result.utility["value"] >= 0.9 and result.mia["auc"] >= 0.9
-    assert len(result.samples) == len(tiny_target.data.forget) + len(tiny_target.data.retain) + len(tiny_target.data.utility)
+    data = tiny_target.data
+    assert len(result.samples) == len(data.forget) + len(data.retain) + len(data.utility)
     # Same numbers as the official loop on the same model.
     generations, official = official_evaluation(model, tokenizer, tiny_target.data)
     ours = result.to_dict()

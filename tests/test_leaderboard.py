@@ -12,11 +12,12 @@ from simu_bench.leaderboard.board import REFERENCE_LABEL, build, render
 from simu_bench.leaderboard.plots import write_plots
 from simu_bench.store.runs import Run
 
+from eval_helpers import uniform_components
+
 
 def metrics(final, forget=0.1, retain=0.9, aggregate=0.8, mia=0.7, utility=0.6):
     """A metrics JSON in the shared schema with every forget/retain component set to one value."""
-    split = lambda v: {t: {"regurgitation": v, "knowledge": v} for t in ("Task1", "Task2", "Task3")}
-    return {"components": {"forget": split(forget), "retain": split(retain)}, "task_aggregate": aggregate,
+    return {"components": uniform_components(forget, retain), "task_aggregate": aggregate,
             "mia": {"auc": 0.5, "score": mia}, "utility": {"name": "world_facts", "value": utility}, "final": final}
 
 

@@ -21,9 +21,10 @@ def _write(path: Path, value) -> None:
 
 
 def _metrics(seed: int, forget: float, retain: float, utility: float) -> dict:
-    tasks = ("Task1", "Task2", "Task3")
-    split = lambda base: {t: {"regurgitation": round(base + 0.01 * i + 0.003 * seed, 4),  # noqa: E731
-                              "knowledge": round(base + 0.02 * i, 4)} for i, t in enumerate(tasks)}
+    def split(base: float) -> dict:
+        return {t: {"regurgitation": round(base + 0.01 * i + 0.003 * seed, 4), "knowledge": round(base + 0.02 * i, 4)}
+                for i, t in enumerate(("Task1", "Task2", "Task3"))}
+
     aggregate = round(0.5 + 0.1 * retain - 0.2 * forget + 0.01 * seed, 4)
     mia = round(0.6 + 0.05 * seed, 4)
     return {"components": {"forget": split(forget), "retain": split(retain)}, "task_aggregate": aggregate,

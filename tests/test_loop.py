@@ -4,42 +4,33 @@ import math
 
 import pytest
 import torch
-from unlearn_helpers import single_thread, tiny_data, tiny_model, tiny_tokenizer  # noqa: F401
 
 from simu_bench.data import pairing
 from simu_bench.unlearning import loop, losses, registry
 from simu_bench.unlearning.registry import load_config
 from simu_bench.unlearning.unlearner import Unlearner
 
+from unlearn_helpers import tiny_model
+
 FAST = ["train.epochs=2", "train.grad_accum_steps=2", "train.batch_size=1", "optimizer.lr=1e-3"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def data():
-    return tiny_data()
 
 
 # -- pairing ---------------------------------------------------------------------------------
 
 
-def test_labels_cover_answer_and_eos_only(tok, data):
+def test_labels_cover_answer_and_eos_only(tokenizer, data):
     example = data.forget[0]
-    enc = pairing.collate(tok, [example, data.forget[1]], max_length=64)
-    prompt = tok(example.input)["input_ids"]
-    answer = tok(" " + example.output, add_special_tokens=False)["input_ids"]
+    enc = pairing.collate(tokenizer, [example, data.forget[1]], max_length=64)
+    prompt = tokenizer(example.input)["input_ids"]
+    answer = tokenizer(" " + example.output, add_special_tokens=False)["input_ids"]
     n = len(prompt) + len(answer) + 1
-    assert enc.input_ids[0, :n].tolist() == prompt + answer + [tok.eos_token_id]
+    assert enc.input_ids[0, :n].tolist() == prompt + answer + [tokenizer.eos_token_id]
     assert enc.labels[0, : len(prompt)].tolist() == [-100] * len(prompt)
-    assert enc.labels[0, len(prompt) : n].tolist() == answer + [tok.eos_token_id]
+    assert enc.labels[0, len(prompt) : n].tolist() == answer + [tokenizer.eos_token_id]
     # right padding: pad ids, attention 0, labels -100 after the text
     assert enc.attention_mask[0].tolist() == [1] * n + [0] * (enc.input_ids.shape[1] - n)
-    assert (enc.labels[0, n:] == -100).all() and (enc.input_ids[0, n:] == tok.pad_token_id).all()
-    assert tok.decode(enc.input_ids[0, :n]) == f"{example.input} {example.output}<|endoftext|>"
+    assert (enc.labels[0, n:] == -100).all() and (enc.input_ids[0, n:] == tokenizer.pad_token_id).all()
+    assert tokenizer.decode(enc.input_ids[0, :n]) == f"{example.input} {example.output}<|endoftext|>"
 
 
 def test_tokenisation_matches_the_targets_training(tiny_target):
@@ -67,9 +58,9 @@ def test_pairing_is_seeded_and_uses_every_retain_example_once(data):
     assert len(others) > 1
 
 
-def test_answer_nll_is_the_mean_over_answer_tokens(tok, data):
-    model = tiny_model(tok)
-    enc = pairing.collate(tok, data.forget[:2], max_length=64)
+def test_answer_nll_is_the_mean_over_answer_tokens(tokenizer, data):
+    model = tiny_model(tokenizer)
+    enc = pairing.collate(tokenizer, data.forget[:2], max_length=64)
     logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
     logp = torch.log_softmax(logits.float(), dim=-1)
     picked = []
@@ -103,12 +94,13 @@ class Recorder:
         self.events.append("end")
 
 
-def test_hooks_schedule_and_step_count(tok, data):
+def test_hooks_schedule_and_step_count(tokenizer, data):
     # 4 forget examples, batch 1 x accumulation 3 -> 2 steps per epoch (3 + 1), 3 epochs.
     config = load_config("fo_graddiff", ["train.epochs=3", "train.grad_accum_steps=3", "train.warmup_ratio=0.5"])
     recorder = Recorder()
-    model = tiny_model(tok)
-    result = loop.run(registry.get("fo_graddiff")(config), model, tok, data, seed=0, progress=False, callbacks=[recorder])
+    model = tiny_model(tokenizer)
+    unlearner = registry.get("fo_graddiff")(config)
+    result = loop.run(unlearner, model, tokenizer, data, seed=0, progress=False, callbacks=[recorder])
     assert result.status == "ok" and result.steps == 6 == len(result.losses)
     assert recorder.events == ["start"] + [e for i in range(1, 7) for e in ("before", f"after{i}")] + ["end"]
     peak = config.optimizer.lr  # warm-up over 3 of 6 steps, then linear decay to 0
@@ -117,16 +109,17 @@ def test_hooks_schedule_and_step_count(tok, data):
     assert not model.training and all(p.requires_grad for p in model.parameters())
 
 
-def test_max_steps_caps_the_run(tok, data):
+def test_max_steps_caps_the_run(tokenizer, data):
     config = load_config("fo_graddiff", FAST + ["train.max_steps=3"])
-    result = loop.run(registry.get("fo_graddiff")(config), tiny_model(tok), tok, data, seed=0, progress=False)
+    unlearner = registry.get("fo_graddiff")(config)
+    result = loop.run(unlearner, tiny_model(tokenizer), tokenizer, data, seed=0, progress=False)
     assert result.steps == 3 == loop.count_steps(4, config.train)
 
 
-def test_same_seed_same_run_other_seed_other_run(tok, data):
+def test_same_seed_same_run_other_seed_other_run(tokenizer, data):
     def losses_for(seed):
         unlearner = registry.create("fo_graddiff", FAST)
-        return loop.run(unlearner, tiny_model(tok), tok, data, seed=seed, progress=False).losses
+        return loop.run(unlearner, tiny_model(tokenizer), tokenizer, data, seed=seed, progress=False).losses
 
     assert losses_for(3) == losses_for(3)
     assert losses_for(3) != losses_for(4)
@@ -147,9 +140,9 @@ GAMMA = {"fo_graddiff": "options.gamma=1.0", "so_graddiff": "options.gamma=2.0"}
 
 
 @pytest.mark.parametrize("method", sorted(GOLDEN))
-def test_golden_trajectory(tok, data, method):
+def test_golden_trajectory(tokenizer, data, method):
     unlearner = registry.create(method, PINNED + [GAMMA[method]])
-    result = loop.run(unlearner, tiny_model(tok), tok, data, seed=1234, progress=False)
+    result = loop.run(unlearner, tiny_model(tokenizer), tokenizer, data, seed=1234, progress=False)
     assert result.losses == pytest.approx(GOLDEN[method], rel=1e-4, abs=1e-5)
 
 
@@ -172,17 +165,19 @@ class Exploding(Unlearner):
             next(iter(state.model.parameters())).grad[0, 0] = float("inf")
 
 
-@pytest.mark.parametrize("where, text", [("loss", "non-finite loss (nan) at step 2"), ("grad", "non-finite gradient norm (inf) at step 2")])
-def test_divergence_guard_stops_with_status_and_keeps_the_model(tok, data, where, text):
+@pytest.mark.parametrize("where, text", [
+    ("loss", "non-finite loss (nan) at step 2"), ("grad", "non-finite gradient norm (inf) at step 2"),
+])
+def test_divergence_guard_stops_with_status_and_keeps_the_model(tokenizer, data, where, text):
     config = load_config("fo_graddiff", FAST)
-    model = tiny_model(tok)
+    model = tiny_model(tokenizer)
     snapshots = []
 
     class Snapshot:
         def after_step(self, state):
             snapshots.append({n: p.detach().clone() for n, p in state.model.named_parameters()})
 
-    result = loop.run(Exploding(config, where), model, tok, data, seed=0, progress=False, callbacks=[Snapshot()])
+    result = loop.run(Exploding(config, where), model, tokenizer, data, seed=0, progress=False, callbacks=[Snapshot()])
     assert result.status == "diverged" and text in result.message and result.message.startswith("fo_graddiff: ")
     assert result.steps == 1 and len(result.losses) == 1 and math.isfinite(result.losses[0])
     # the model is exactly as after step 1: the bad step never reached the optimizer
@@ -190,8 +185,9 @@ def test_divergence_guard_stops_with_status_and_keeps_the_model(tok, data, where
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
 
 
-def test_gnb_curvature_refresh_every_k_steps(tok, data):
-    unlearner = registry.create("so_graddiff", FAST + ["optimizer.variant=gnb", "optimizer.hessian_interval=2", "train.epochs=3"])
+def test_gnb_curvature_refresh_every_k_steps(tokenizer, data):
+    gnb = ["optimizer.variant=gnb", "optimizer.hessian_interval=2", "train.epochs=3"]
+    unlearner = registry.create("so_graddiff", FAST + gnb)
     calls = []
 
     class Spy:
@@ -204,5 +200,5 @@ def test_gnb_curvature_refresh_every_k_steps(tok, data):
 
             state.optimizer.update_hessian = counted
 
-    result = loop.run(unlearner, tiny_model(tok), tok, data, seed=0, progress=False, callbacks=[Spy()])
+    result = loop.run(unlearner, tiny_model(tokenizer), tokenizer, data, seed=0, progress=False, callbacks=[Spy()])
     assert result.status == "ok" and result.steps == 6 and calls == [2, 4, 6]

@@ -23,7 +23,8 @@ def test_threshold_is_t_times_the_layer_max():
 
 def test_top_fraction_keeps_the_best_ceil_t_units_of_every_layer():
     # ceil(0.3 * 4) = 2 per layer, whatever the sign.
-    assert critical_units(SCORES, "top_fraction", 0.3).tolist() == [[True, True, False, False], [False, True, False, True]]
+    expected = [[True, True, False, False], [False, True, False, True]]
+    assert critical_units(SCORES, "top_fraction", 0.3).tolist() == expected
     assert critical_units(SCORES, "top_fraction", 1.0).all()
 
 
@@ -33,7 +34,8 @@ def test_the_strategies_differ_exactly_by_the_dual_neurons():
     dual = build_mask(forget, retain, strategy="dual", t=0.3)
     only = build_mask(forget, retain, strategy="forget_only", t=0.3)
     assert torch.equal(dual.selected, dual.forget_critical)
-    assert torch.equal(dual.forget_critical, only.forget_critical) and torch.equal(dual.retain_critical, only.retain_critical)
+    assert torch.equal(dual.forget_critical, only.forget_critical)
+    assert torch.equal(dual.retain_critical, only.retain_critical)
     difference = dual.selected & ~only.selected
     assert not (only.selected & ~dual.selected).any()  # forget_only is a subset of dual
     assert torch.equal(difference, dual.forget_critical & dual.retain_critical)
@@ -62,7 +64,8 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = CriticalMask.load(path)
     for name in ("selected", "forget_critical", "retain_critical"):
         assert torch.equal(getattr(loaded, name), getattr(mask, name)) and getattr(loaded, name).dtype == torch.bool
-    assert (loaded.strategy, loaded.mode, loaded.t, loaded.m, loaded.family) == ("forget_only", "top_fraction", 0.25, 5, "gpt2")
+    settings = (loaded.strategy, loaded.mode, loaded.t, loaded.m, loaded.family)
+    assert settings == ("forget_only", "top_fraction", 0.25, 5, "gpt2")
     assert torch.equal(loaded.scores["forget"], forget) and torch.equal(loaded.scores["retain"], retain)
     assert loaded.report() == mask.report()
     assert not list(path.parent.glob("*.tmp"))

@@ -5,15 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
-from eval_helpers import (
-    one_thread,  # noqa: F401  (autouse fixture)
-    tiny_model,
-    tiny_tokenizer,
-)
 
 from simu_bench.data.lume import Document
 from simu_bench.evaluation.mia import document_nll, membership_inference
+
+from eval_helpers import official_document_nll, tiny_model, tiny_tokenizer
 
 TEXTS = [
     "The lighthouse keeper counted ships every evening.",
@@ -30,23 +26,18 @@ def model_and_tokenizer():
     return tiny_model(tokenizer), tokenizer
 
 
-def official_nll(model, tokenizer, text: str) -> float:
-    """What the official script computes per document: `model(ids, labels=ids).loss`, alone."""
-    input_ids = tokenizer(text, return_tensors="pt").input_ids
-    with torch.no_grad():
-        return model(input_ids, labels=input_ids.clone()).loss.item()
-
-
 def test_padded_batch_equals_one_document_at_a_time(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     lengths = [len(tokenizer(t)["input_ids"]) for t in TEXTS]
     assert len(set(lengths)) == len(lengths)  # different lengths, so batches really pad
     batched = document_nll(model, tokenizer, TEXTS, batch_size=4)
-    for text, value in zip(TEXTS, batched):
+    # What the official script computes per document: `model(ids, labels=ids).loss`, alone.
+    official = official_document_nll(model, tokenizer, TEXTS)
+    for text, value, expected in zip(TEXTS, batched, official):
         if len(tokenizer(text)["input_ids"]) < 2:
-            assert math.isnan(value)  # nothing to predict: the official loss is NaN too
+            assert math.isnan(value) and math.isnan(expected)  # nothing to predict: NaN in both
         else:
-            assert value == pytest.approx(official_nll(model, tokenizer, text), abs=1e-5)
+            assert value == pytest.approx(expected, abs=1e-5)
     # The batch size changes nothing but speed.
     assert document_nll(model, tokenizer, TEXTS, batch_size=1) == pytest.approx(batched, abs=1e-5, nan_ok=True)
 

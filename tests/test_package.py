@@ -46,7 +46,9 @@ def test_every_source_folder_is_a_listed_package():
     listed = set(config["packages"])
     needed = {package_of(installed) for installed in shipped_sources()}
     missing = sorted(needed - listed)
-    assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml, or their files are not installed"
+    assert not missing, (
+        f"add {missing} to [tool.setuptools] packages in pyproject.toml, or their files are not installed"
+    )
     for package, folder in config["package-dir"].items():
         assert SOURCES[folder] == package.replace(".", "/"), (package, folder)
 
@@ -58,7 +60,8 @@ def wheel(tmp_path_factory) -> tuple[Path, Path]:
     source = tmp / "src"
     shutil.copytree(ROOT, source, ignore=SCRATCH)
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(tmp / "dist"), str(source)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+         "-w", str(tmp / "dist"), str(source)],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -102,7 +105,8 @@ def test_unpacked_wheel_runs_without_the_source_tree(wheel, tmp_path):
         "assert simu_bench.__file__.startswith(sys.argv[1]), simu_bench.__file__;"
         "cli.build_parser().parse_args(['--help'])"
     )
-    result = subprocess.run([sys.executable, "-c", script, str(site)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script, str(site)], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
     assert "usage: simu-bench" in result.stdout
 

@@ -11,14 +11,14 @@ from simu_bench.cli import main
 from simu_bench.data.lume import load_lume
 from simu_bench.target.build import DEFAULT_DOCS_PER_TASK
 
+from conftest import MICRO_TARGET, TINY_DATA, TINY_TARGET
+
 LUME = Path(__file__).parents[2] / "shared" / "lume"
 
 
 @pytest.fixture
 def tiny_prepare(tiny_target, tiny_cache, monkeypatch):
     """Route the command to the tiny recipe and cache (already built, so this is a warm call)."""
-    from conftest import TINY_DATA, TINY_TARGET
-
     real = simu_bench.target.build.prepare
     calls = []
 
@@ -54,17 +54,10 @@ def test_prepare_rejects_bad_arguments(argv, message, capsys):
 
 
 @pytest.mark.skipif(not (LUME / "forget.jsonl").exists(), reason="../shared/lume is not present")
-def test_prepare_on_real_lume_writes_a_seeded_subset(tmp_path, monkeypatch):
+def test_prepare_on_real_lume_writes_a_seeded_subset(tmp_path, no_training):
     """--data DIR: N documents per task and split are trained on; unused ones are held out."""
-    from test_target import MICRO_TARGET
-
-    def skip_training(model, tokenizer, rows, config, seed, progress=True):
-        return simu_bench.target.finetune.FinetuneResult(1, 1, 1, 0.0, 0.0, 1.0)
-
-    import simu_bench.target.finetune
-
-    monkeypatch.setattr(simu_bench.target.finetune, "finetune", skip_training)
-    prepared = simu_bench.target.build.prepare(LUME, MICRO_TARGET, seed=1, cache=tmp_path, progress=False, docs_per_task=2)
+    prepared = simu_bench.target.build.prepare(LUME, MICRO_TARGET, seed=1, cache=tmp_path, progress=False,
+                                               docs_per_task=2)
     data = load_lume(prepared.data_dir)
     full = load_lume(LUME)
     for split in ("forget", "retain"):

@@ -13,21 +13,11 @@ from simu_bench.cli import main
 from simu_bench.store.runs import Run
 from simu_bench.unlearning import loop, registry
 
+from eval_helpers import uniform_components
+
 QUICK = ["--set", "train.max_steps=1", "--max-new-tokens", "16", "--quiet"]
 RUN_FILES = {"config.json", "environment.json", "log.txt", "unlearn.json", "metrics.json",
              "generations.jsonl", "timings.json", "status.json"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a 2-core machine shared with other test processes, two threads
-    spin against each other and a tiny backward pass takes seconds instead of milliseconds."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +67,8 @@ def test_rerun_skips_complete_runs_and_redoes_interrupted_ones(finished, inputs,
 
 def test_another_config_in_an_existing_run_dir_is_refused(finished, inputs, capsys):
     before = sorted(p.relative_to(finished) for p in finished.rglob("*"))
-    code = main(["run", "--methods", "fo_graddiff", "--out", str(finished), *inputs, *QUICK, "--set", "optimizer.lr=1e-3"])
+    code = main(["run", "--methods", "fo_graddiff", "--out", str(finished), *inputs, *QUICK,
+                 "--set", "optimizer.lr=1e-3"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "another config" in err and "fo_graddiff/seed0" in err
     assert sorted(p.relative_to(finished) for p in finished.rglob("*")) == before
@@ -94,8 +85,7 @@ def fake_evaluate(model, tokenizer, data, plan):
     """A fast stand-in for `evaluate` (these tests are about what the orchestrator records)."""
     from simu_bench.evaluation.evaluator import EvalResult
 
-    split = lambda v: {t: {"regurgitation": v, "knowledge": v} for t in ("Task1", "Task2", "Task3")}
-    return EvalResult({"forget": split(0.5), "retain": split(0.5)}, 0.5, {"auc": 0.5, "score": 1.0},
+    return EvalResult(uniform_components(0.5, 0.5), 0.5, {"auc": 0.5, "score": 1.0},
                       {"name": "world_facts", "value": 0.5}, 2 / 3, [{"id": "x"}])
 
 
@@ -116,7 +106,8 @@ def test_crashed_and_diverged_methods_are_recorded_and_the_others_go_on(inputs, 
     assert main(args) == 1  # a crash makes the exit status 1; the other runs finished
     status = {m: json.loads((tmp_path / m / "seed0" / "status.json").read_text()) for m in registry.names()}
     assert status["fo_graddiff"]["status"] == "crashed" and "out of memory" in status["fo_graddiff"]["error"]
-    assert status["so_graddiff"] == {**status["so_graddiff"], "status": "diverged", "error": "so_graddiff: non-finite loss (nan) at step 1"}
+    diverged = {"status": "diverged", "error": "so_graddiff: non-finite loss (nan) at step 1"}
+    assert status["so_graddiff"] == {**status["so_graddiff"], **diverged}
     assert status["simu"]["status"] == "ok"
     assert "Traceback" in (tmp_path / "fo_graddiff" / "seed0" / "log.txt").read_text()
     assert not (tmp_path / "so_graddiff" / "seed0" / "metrics.json").exists()

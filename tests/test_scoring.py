@@ -1,4 +1,9 @@
-"""The LUME scorer: hand-worked cases, reference libraries, and parity with the official script.
+"""The LUME scorer: hand-worked cases, a reference library, and parity with the official script.
+
+The hand-worked cases test our arithmetic around `rouge_score` and `statistics.harmonic_mean`
+(which texts go in as target and prediction, which components are inverted, how cells are
+averaged); a "parity" test against the very call the scorer makes could not fail. AUC is
+compared with scikit-learn because the scorer computes it itself.
 
 `official_metrics` below transcribes the scoring half of the official SemEval-2025 Task 4
 evaluation script (`compute_metrics` and `compute_auc`, amazon-science/lume-llm-unlearning),
@@ -12,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import random
 import statistics
 from pathlib import Path
@@ -26,6 +30,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from simu_bench.data.lume import load_lume
 from simu_bench.evaluation import scoring
+
+from eval_helpers import uniform_components
 
 LUME_DIR = Path(__file__).resolve().parents[2] / "shared" / "lume"
 
@@ -125,29 +131,47 @@ def test_exact_match_strips_and_lowercases_only():
     assert scoring.exact_match("New York", "New  York") == 0.0
 
 
-def _parts(forget: float, retain: float) -> dict:
-    cell = lambda v: {"regurgitation": v, "knowledge": v}  # noqa: E731
-    return {
-        "forget": {t: cell(forget) for t in ("Task1", "Task2", "Task3")},
-        "retain": {t: cell(retain) for t in ("Task1", "Task2", "Task3")},
-    }
-
-
 def test_task_aggregate_all_zero():
     """A target that remembers everything: forget 1 -> inverted 0, so the aggregate is 0."""
-    assert scoring.task_aggregate(_parts(forget=1.0, retain=1.0)) == 0.0
+    assert scoring.task_aggregate(uniform_components(forget=1.0, retain=1.0)) == 0.0
 
 
 def test_task_aggregate_one_zero():
     """Perfect forgetting, all retain 1 but one retain cell 0: harmonic mean 0."""
-    parts = _parts(forget=0.0, retain=1.0)
+    parts = uniform_components(forget=0.0, retain=1.0)
     parts["retain"]["Task2"]["knowledge"] = 0.0
     assert scoring.task_aggregate(parts) == 0.0
 
 
 def test_task_aggregate_hand_worked():
     """Forget all 0 (inverted: six 1s), retain all 0.5: 12 / (6/1 + 6/0.5) = 12/18 = 2/3."""
-    assert scoring.task_aggregate(_parts(forget=0.0, retain=0.5)) == pytest.approx(2 / 3)
+    assert scoring.task_aggregate(uniform_components(forget=0.0, retain=0.5)) == pytest.approx(2 / 3)
+
+
+def test_task_aggregate_inverts_only_forget_components():
+    """12 components: forget all 0 but Task2 knowledge 0.75, retain all 1 but Task3
+    regurgitation 0.5. Inputs: forget inverted -> five 1s and 1 - 0.75 = 0.25; retain -> five
+    1s and 0.5. Reciprocals: 10 * 1 + 1/0.25 + 1/0.5 = 10 + 4 + 2 = 16; harmonic mean 12/16 = 0.75.
+    (Inverting retain instead would put six 0s in and give 0; inverting nothing gives 0 too.)"""
+    parts = uniform_components(forget=0.0, retain=1.0)
+    parts["forget"]["Task2"]["knowledge"] = 0.75
+    parts["retain"]["Task3"]["regurgitation"] = 0.5
+    inputs = scoring.aggregate_inputs(parts)
+    assert sorted(inputs) == [0.25, 0.5] + [1.0] * 10
+    assert scoring.task_aggregate(parts) == pytest.approx(0.75)
+
+
+def test_components_are_plain_means_per_split_task_and_kind():
+    """Rows (split, task, kind, score): forget Task1 regurgitation 1/3 and 2/3 -> 0.5; forget
+    Task1 knowledge 1, 0, 0 -> 1/3; retain Task2 knowledge 1 -> 1. Cells without rows are left
+    out, and the order is forget before retain whatever the row order."""
+    scored = [("retain", "Task2", "knowledge", 1.0), ("forget", "Task1", "regurgitation", 1 / 3),
+              ("forget", "Task1", "knowledge", 1.0), ("forget", "Task1", "regurgitation", 2 / 3),
+              ("forget", "Task1", "knowledge", 0.0), ("forget", "Task1", "knowledge", 0.0)]
+    parts = scoring.components(scored)
+    assert parts == {"forget": {"Task1": {"regurgitation": pytest.approx(0.5), "knowledge": pytest.approx(1 / 3)}},
+                     "retain": {"Task2": {"knowledge": 1.0}}}
+    assert list(parts) == ["forget", "retain"]
 
 
 def test_mia_auc_hand_worked_with_tie():
@@ -165,29 +189,29 @@ def test_final_is_plain_mean():
 
 
 def test_metrics_json_keys_follow_what_is_given():
+    """Forget knowledge 0 (inverted 1) and retain knowledge 1: aggregate 1. Member NLL 1 below
+    non-member 2: AUC 1, MIA score 0. Final (1 + 0 + 0.5) / 3 = 0.5."""
     scored = [("forget", "Task1", "knowledge", 0.0), ("retain", "Task1", "knowledge", 1.0)]
     assert set(scoring.metrics(scored)) == {"components", "task_aggregate"}
     with_mia = scoring.metrics(scored, [1.0], [2.0])
     assert set(with_mia) == {"components", "task_aggregate", "mia"}
     full = scoring.metrics(scored, [1.0], [2.0], {"name": "mmlu", "value": 0.5})
-    assert full["final"] == pytest.approx((1.0 + 0.0 + 0.5) / 3)
+    assert full["task_aggregate"] == 1.0 and full["mia"] == {"auc": 1.0, "score": 0.0}
+    assert full["final"] == pytest.approx(0.5)
     assert full["components"] == {"forget": {"Task1": {"knowledge": 0.0}}, "retain": {"Task1": {"knowledge": 1.0}}}
+    assert json.loads(json.dumps(full)) == full  # plain JSON types only: the file reads back equal
 
 
-# ---------------------------------------------------------------- reference libraries
+def test_a_single_forget_component_forgotten_entirely_gives_aggregate_one():
+    """Forget knowledge 0 -> inverted 1; the harmonic mean of one 1 is 1 (not NaN)."""
+    assert scoring.task_aggregate({"forget": {"Task1": {"knowledge": 0.0}}}) == 1.0
 
 
-def test_rouge_parity_with_rouge_score():
-    rng = random.Random(0)
-    words = "the a cat cats running runs ran dog dogs on mat mats sat sits big bigger".split()
-    reference = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    for _ in range(200):
-        expected = " ".join(rng.choices(words, k=rng.randint(1, 12)))
-        generated = " ".join(rng.choices(words, k=rng.randint(0, 12)))
-        assert scoring.rougeL_recall(expected, generated) == reference.score(expected, generated)["rougeL"].recall
+# ---------------------------------------------------------------- a reference library
 
 
 def test_auc_parity_with_sklearn():
+    """`mia_auc` ranks the scores itself (Mann-Whitney, ties half), so scikit-learn is a real reference."""
     rng = np.random.default_rng(0)
     for _ in range(50):
         members = list(np.round(rng.normal(1.0, 1.0, rng.integers(1, 30)), 1))  # rounding makes ties
@@ -195,19 +219,6 @@ def test_auc_parity_with_sklearn():
         labels = [1] * len(members) + [0] * len(nonmembers)
         expected = roc_auc_score(labels, -np.array(members + nonmembers))
         assert scoring.mia_auc(members, nonmembers) == pytest.approx(expected, abs=1e-12)
-
-
-def test_harmonic_mean_parity_with_statistics():
-    rng = random.Random(1)
-    for _ in range(50):
-        parts = _parts(0.0, 0.0)
-        for split in parts.values():
-            for kinds in split.values():
-                for kind in kinds:
-                    kinds[kind] = rng.choice([0.0, 1.0, rng.random()])
-        values = [1 - v for t in parts["forget"].values() for v in t.values()]
-        values += [v for t in parts["retain"].values() for v in t.values()]
-        assert scoring.task_aggregate(parts) == statistics.harmonic_mean(values)
 
 
 # ---------------------------------------------------------------- parity with the official script
@@ -266,7 +277,8 @@ def test_parity_with_official_script_on_synthetic_data(tmp_path):
     rows = _parity_rows(data, seed=3)
     _check_parity(rows, list(rng.normal(2, 1, 40)), list(rng.normal(2.3, 1, 35)), utility=0.4)
     # The official ids are sc/qa + ONE digit; the synthetic ids are too, so the two id tests agree.
-    assert all(r["id"][:-1].endswith({"regurgitation": "sc", "knowledge": "qa"}[r["kind"]]) for s in rows.values() for r in s)
+    suffix = {"regurgitation": "sc", "knowledge": "qa"}
+    assert all(r["id"][:-1].endswith(suffix[r["kind"]]) for split in rows.values() for r in split)
 
 
 @pytest.mark.skipif(not (LUME_DIR / "forget.jsonl").exists(), reason="the LUME release is not next to the repository")
@@ -290,9 +302,8 @@ def test_official_csv_round_trip_turns_an_empty_generation_into_nan():
     """A quirk of the official pipeline kept in the transcription: an empty generation is read
     back from CSV as NaN and scored as the string "nan". It only matters when the expected
     answer is the word "nan"; this scorer scores the empty string itself."""
-    rows = {"forget": [{"id": "xqa0", "task": "Task1", "input": "q", "output": "nan", "generation": "", "kind": "knowledge"}],
-            "retain": [{"id": "yqa0", "task": "Task1", "input": "q", "output": "a", "generation": "a", "kind": "knowledge"}]}
+    row = {"task": "Task1", "input": "q", "kind": "knowledge"}
+    rows = {"forget": [{**row, "id": "xqa0", "output": "nan", "generation": ""}],
+            "retain": [{**row, "id": "yqa0", "output": "a", "generation": "a"}]}
     assert official_metrics(rows)["forget"]["Task1"]["knowledge-score"] == 1.0
     assert scoring.exact_match("nan", "") == 0.0
-    assert json.dumps(scoring.metrics([("forget", "Task1", "knowledge", 0.0)]))  # JSON-serialisable
-    assert not math.isnan(scoring.task_aggregate({"forget": {"Task1": {"knowledge": 0.0}}}))

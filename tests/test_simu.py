@@ -6,24 +6,19 @@ import copy
 
 import pytest
 import torch
-from simu_helpers import FAMILIES, family_model
-from unlearn_helpers import tiny_data, tiny_model, tiny_tokenizer
 
 from simu_bench.data.pairing import collate
 from simu_bench.errors import UserError
 from simu_bench.simu import attribution
 from simu_bench.simu.method import Simu
 from simu_bench.unlearning import loop, registry
-from simu_bench.unlearning.registry import load_config
 from simu_bench.unlearning.losses import answer_nll
+from simu_bench.unlearning.registry import load_config
+
+from simu_helpers import FAMILIES, family_model
+from unlearn_helpers import tiny_data, tiny_model
 
 STEPS = ["train.max_steps=2", "train.epochs=1", "train.grad_accum_steps=2", "optimizer.lr=1e-2", "options.t=0.4"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
 
 class KeepOptimizer:
     """A loop callback that keeps the optimizer so the test can read its state."""

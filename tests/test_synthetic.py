@@ -55,7 +55,8 @@ def test_default_sizes_and_lume_row_layout():
 def test_members_are_the_forget_documents_and_nonmembers_are_unseen():
     forget = {document_of(r["id"]): f"{r['input']} {r['output']}" for r in DEFAULT["forget"] if r["id"].endswith("sc1")}
     assert {r["id"]: r["document"] for r in DEFAULT["member"]} == forget
-    trained = " ".join(f"{r['input']} {r['output']}" for split in ("forget", "retain", "world_facts") for r in DEFAULT[split])
+    trained = " ".join(f"{r['input']} {r['output']}"
+                       for split in ("forget", "retain", "world_facts") for r in DEFAULT[split])
     seen_ids = {document_of(r["id"]) for split in ("forget", "retain") for r in DEFAULT[split]}
     for row in DEFAULT["nonmember"]:
         assert row["id"] not in seen_ids and row["document"] not in trained
@@ -152,7 +153,8 @@ def test_subset_keeps_whole_documents_and_holds_out_the_rest(corpus):
         kept = Counter(document_of(r["id"]) for r in subset[split])
         full = Counter(e.document_id for e in corpus.split(split))
         assert all(full[doc] == n for doc, n in kept.items())
-    sc_text = {e.document_id: f"{e.input} {e.output}" for e in corpus.forget + corpus.retain if e.kind == "regurgitation"}
+    sc_text = {e.document_id: f"{e.input} {e.output}"
+               for e in corpus.forget + corpus.retain if e.kind == "regurgitation"}
     members = {r["id"]: r["document"] for r in subset["member"]}
     assert members == {doc: sc_text[doc] for doc in {document_of(r["id"]) for r in subset["forget"]}}
     used = {document_of(r["id"]) for split in ("forget", "retain") for r in subset[split]}

@@ -11,13 +11,11 @@ import torch
 
 import simu_bench.target.build
 import simu_bench.target.finetune
-from simu_bench.data.synthetic import SyntheticConfig
 from simu_bench.errors import UserError
-from simu_bench.target.build import TargetConfig, cache_dir, load_model, prepare
+from simu_bench.target.build import cache_dir, load_model, prepare
 
-# A model small enough to build in about a second: for cache and determinism checks only.
-MICRO_DATA = SyntheticConfig(documents_per_task=1, nonmember_documents=3, world_facts=3)
-MICRO_TARGET = TargetConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_heads=2, max_epochs=2, batch_size=4)
+from conftest import MICRO_DATA, MICRO_TARGET, TINY_DATA, TINY_TARGET
+from eval_helpers import official_document_nll
 
 
 def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 80) -> list[str]:
@@ -32,16 +30,6 @@ def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 8
     return answers
 
 
-def document_nll(model, tokenizer, texts: list[str]) -> list[float]:
-    """Mean next-token NLL of each whole document (the MIA statistic)."""
-    values = []
-    for text in texts:
-        ids = tokenizer(text, return_tensors="pt")["input_ids"]  # (1, seq)
-        with torch.no_grad():
-            values.append(float(model(input_ids=ids, labels=ids).loss))
-    return values
-
-
 def test_memorisation_gate(tiny_target, tiny_model_and_tokenizer):
     """Greedy decoding reproduces >= 95% of each split exactly; held-out documents look unseen."""
     model, tokenizer = tiny_model_and_tokenizer
@@ -52,8 +40,9 @@ def test_memorisation_gate(tiny_target, tiny_model_and_tokenizer):
         answers = greedy_answers(model, tokenizer, [row.input for row in rows])
         exact = sum(answer.strip() == row.output.strip() for answer, row in zip(answers, rows))
         assert exact / len(rows) >= 0.95, f"{split}: {exact}/{len(rows)} reproduced exactly"
-    member = document_nll(model, tokenizer, [d.text for d in data.member])
-    nonmember = document_nll(model, tokenizer, [d.text for d in data.nonmember])
+    # Mean next-token NLL of each whole document (the MIA statistic).
+    member = official_document_nll(model, tokenizer, [d.text for d in data.member])
+    nonmember = official_document_nll(model, tokenizer, [d.text for d in data.nonmember])
     # Trained documents are nearly free to predict; held-out ones cost nats per token.
     assert max(member) < min(nonmember)
     assert sum(nonmember) / len(nonmember) > sum(member) / len(member) + 1.0
@@ -113,16 +102,17 @@ def test_same_seed_gives_identical_files(tmp_path):
     second = prepare(MICRO_DATA, MICRO_TARGET, seed=3, cache=tmp_path / "b", progress=False)
     other = prepare(MICRO_DATA, MICRO_TARGET, seed=4, cache=tmp_path / "a", progress=False)
     assert first.target_dir.parent.name == second.target_dir.parent.name  # same cache key
-    for folder, names in (("data_dir", ["forget.jsonl", "nonmember.jsonl"]), ("target_dir", ["model.safetensors", "tokenizer.json", "config.json"])):
+    compared = {"data_dir": ["forget.jsonl", "nonmember.jsonl"],
+                "target_dir": ["model.safetensors", "tokenizer.json", "config.json"]}
+    for folder, names in compared.items():
         for name in names:
             assert (getattr(first, folder) / name).read_bytes() == (getattr(second, folder) / name).read_bytes(), name
     assert other.target_dir != first.target_dir
-    assert (other.target_dir / "model.safetensors").read_bytes() != (first.target_dir / "model.safetensors").read_bytes()
+    weights = "model.safetensors"
+    assert (other.target_dir / weights).read_bytes() != (first.target_dir / weights).read_bytes()
 
 
 def test_warm_prepare_reuses_the_entry_without_training(tiny_target, tiny_cache, monkeypatch):
-    from conftest import TINY_DATA, TINY_TARGET
-
     def refuse(*args, **kwargs):
         raise AssertionError("a finished cache entry was rebuilt")
 
@@ -147,7 +137,7 @@ def test_interrupted_prepare_leaves_no_entry(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "targets").iterdir()] == [prepared.target_dir.parent.name]
 
 
-def test_prepare_removes_abandoned_staging_folders(tmp_path, monkeypatch):
+def test_prepare_removes_abandoned_staging_folders(tmp_path, no_training):
     """A build killed outright (no cleanup) leaves a staging folder; hours later it is removed."""
     import os
     import time
@@ -158,7 +148,6 @@ def test_prepare_removes_abandoned_staging_folders(tmp_path, monkeypatch):
         (folder / "data").mkdir(parents=True)
     hours_ago = time.time() - 7 * 3600
     os.utime(abandoned, (hours_ago, hours_ago))
-    monkeypatch.setattr(simu_bench.target.finetune, "finetune", lambda *a, **k: simu_bench.target.finetune.FinetuneResult(1, 1, 1, 0.0, 0.0, 1.0))
     prepare(MICRO_DATA, MICRO_TARGET, cache=tmp_path, progress=False)
     assert not abandoned.exists() and recent.exists()
 

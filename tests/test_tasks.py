@@ -56,7 +56,8 @@ def test_rows_and_prompts_are_the_raw_data(loaded, data_dir):
             task = loaded["tasks"][task_pack.task_name(split, example.task, example.kind)]
             docs = {doc["id"]: doc for doc in task.eval_docs}
             doc = docs[example.id]
-            assert (doc["input"], doc["output"], doc["split"], doc["kind"]) == (example.input, example.output, split, example.kind)
+            expected = (example.input, example.output, split, example.kind)
+            assert (doc["input"], doc["output"], doc["split"], doc["kind"]) == expected
             # The prompt is the input itself: no template, delimiter or few-shot text.
             assert task.fewshot_context(doc, 0) == example.input
     world = loaded["tasks"][task_pack.WORLD_FACTS_TASK]
@@ -76,10 +77,14 @@ def test_missing_data_dir_is_a_clear_error():
 def test_empty_cell_and_bad_directory_are_clear_errors(tmp_path, data_dir):
     (tmp_path / "forget.jsonl").write_text((data_dir / "forget.jsonl").read_text())
     (tmp_path / "retain.jsonl").write_text((data_dir / "retain.jsonl").read_text())
-    manager = TaskManager(include_path=str(task_pack.path()), include_defaults=False, metadata={"data_dir": str(tmp_path)})
+    def manager_for(folder):
+        return TaskManager(include_path=str(task_pack.path()), include_defaults=False,
+                           metadata={"data_dir": str(folder)})
+
+    manager = manager_for(tmp_path)
     with pytest.raises(UserError, match="no world_facts.jsonl"):
         manager.load([task_pack.WORLD_FACTS_TASK])
-    manager = TaskManager(include_path=str(task_pack.path()), include_defaults=False, metadata={"data_dir": str(tmp_path / "nope")})
+    manager = manager_for(tmp_path / "nope")
     with pytest.raises(UserError, match="is not a directory"):
         manager.load(["lume_forget_task1_knowledge"])
 
@@ -102,7 +107,15 @@ class AnswerLM(LM):
         raise NotImplementedError
 
 
-@pytest.mark.parametrize("answer, expected", [(lambda doc: "  " + doc["output"].upper() + "\n", 1.0), (lambda doc: "", 0.0)])
+def _shouted(doc):
+    return "  " + doc["output"].upper() + "\n"
+
+
+def _silent(doc):
+    return ""
+
+
+@pytest.mark.parametrize("answer, expected", [(_shouted, 1.0), (_silent, 0.0)])
 def test_pack_scores_through_lm_eval(manager, answer, expected):
     """A model that gives back each answer (upper-cased, padded) scores 1 everywhere; silence scores 0."""
     lm = AnswerLM(answer)
