@@ -17,6 +17,7 @@ from simu_bench.errors import UserError
 SUBCOMMANDS = [
     ("prepare", "simu_bench.commands.prepare"),
     ("run", "simu_bench.commands.run"),
+    ("tune", "simu_bench.commands.tune"),
     ("leaderboard", "simu_bench.commands.leaderboard"),
     ("eval", "simu_bench.commands.eval"),
     ("ls", "simu_bench.commands.ls"),

@@ -36,6 +36,7 @@ class Plan:
     eval_batch_size: int = BATCH_SIZE
     max_new_tokens: int = MAX_NEW_TOKENS
     threads: int | None = None  # torch CPU threads; None: 1 for the embedded target, else torch's default
+    config_dir: Path | None = None  # DIR/<method>.yaml instead of the shipped YAMLs (e.g. tune's DIR/tuned)
     command: str = ""
 
     def cpu_threads(self) -> int | None:
@@ -97,13 +98,39 @@ def overrides_for(method: str, overrides: tuple[str, ...], methods: tuple[str, .
     return chosen
 
 
-def load_method_configs(methods: tuple[str, ...], overrides: tuple[str, ...]) -> dict[str, object]:
-    """Every method's typed config with its overrides; all problems are reported before any model loads."""
+def config_in(config_dir: Path, method: str) -> Path:
+    """`config_dir`/<method>.yaml, checked to exist (`--config-dir`, e.g. the `tuned/` folder of `simu-bench tune`)."""
+    path = Path(config_dir) / f"{method}.yaml"
+    if not Path(config_dir).is_dir():
+        raise UserError(f"--config-dir {config_dir}: not a folder; give a folder of <method>.yaml files, "
+                        f"e.g. TUNE_DIR/tuned")
+    if not path.is_file():
+        found = sorted(p.stem for p in Path(config_dir).glob("*.yaml")) or ["none"]
+        raise UserError(f"--config-dir {config_dir}: no {method}.yaml for method {method!r} "
+                        f"(found: {', '.join(found)}); tune it, or leave it out of --methods")
+    return path
+
+
+def load_method_configs(methods: tuple[str, ...], overrides: tuple[str, ...],
+                        config_dir: Path | None = None) -> dict[str, object]:
+    """Every method's typed config with its overrides; all problems are reported before any model loads.
+
+    With `config_dir`, each method's config is `config_dir`/<method>.yaml instead of the shipped one.
+    """
     from simu_bench.unlearning.config import parse_override
     from simu_bench.unlearning.registry import load_config
 
     for text in overrides:
         parse_override(text)  # a malformed --set is reported once, not once per method
+    if config_dir is not None:
+        paths = {method: config_in(config_dir, method) for method in methods}
+        configs = {method: load_config(path, overrides_for(method, overrides, methods))
+                   for method, path in paths.items()}
+        for method, config in configs.items():
+            if config.method != method:
+                raise UserError(f"--config-dir: {paths[method]} configures method {config.method!r}, not {method!r}; "
+                                f"name the file after its method")
+        return configs
     configs, failed = {}, {}
     for method in methods:
         try:
@@ -125,7 +152,7 @@ def check_inputs(plan: Plan) -> dict[str, object]:
     from simu_bench.evaluation.evaluator import check_utility_tasks
     from simu_bench.target.build import check_model_path
 
-    configs = load_method_configs(plan.methods, plan.overrides)
+    configs = load_method_configs(plan.methods, plan.overrides, plan.config_dir)
     check_data_dir(plan.data)
     check_model_path(plan.model)
     check_utility_tasks(plan.utility_tasks)

@@ -3,6 +3,7 @@
     simu-bench run --methods all                         # embedded benchmark, seed 0, into runs/
     simu-bench run --methods simu,so_graddiff --seeds 0,1,2 --out runs/default
     simu-bench run --methods all --set train.epochs=1 --set simu.options.t=0.3
+    simu-bench run --methods all --seeds 0,1,2 --config-dir tune/tuned --out runs/tuned
     simu-bench run --methods all --data ../shared/lume --model allenai/OLMo-1B-hf --utility-tasks mmlu --device cuda
 
 `--set KEY=VALUE` applies to every selected method; `--set METHOD.KEY=VALUE` only to METHOD.
@@ -45,6 +46,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, metavar="N",
                         help=f"generation limit per row (default: {MAX_NEW_TOKENS}, as LUME's official scorer; "
                         "lower only for quick checks)")
+    parser.add_argument("--config-dir", type=Path, metavar="DIR", help="load each method's config from "
+                        "DIR/<method>.yaml instead of the shipped YAML (e.g. the tuned/ folder of `simu-bench tune`)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, log lines only")
     parser.set_defaults(handler=main)
     return parser
@@ -57,6 +60,8 @@ def command_line(args) -> str:
         if value is not None:
             words += [flag, str(value)]
     words += ["--out", str(args.out)]
+    if args.config_dir is not None:
+        words += ["--config-dir", str(args.config_dir)]
     for override in args.overrides:
         words += ["--set", override]
     if args.device != "cpu":
@@ -84,7 +89,7 @@ def main(args) -> int:
         methods=resolve_methods(args.methods), seeds=parse_seeds(args.seeds), out=args.out, data=args.data,
         model=args.model, utility_tasks=utility, overrides=tuple(args.overrides), device=args.device,
         quiet=args.quiet, eval_batch_size=args.eval_batch_size, max_new_tokens=args.max_new_tokens,
-        threads=args.threads, command=command_line(args),
+        threads=args.threads, config_dir=args.config_dir, command=command_line(args),
     )
     counts = run_benchmark(plan)
     print("runs: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items())))

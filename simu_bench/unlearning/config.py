@@ -2,8 +2,13 @@
 
 A method's YAML (``baselines/fo_graddiff.yaml`` and friends) has the keys ``method``,
 ``optimizer``, ``train``, ``options`` (the method's own typed options, e.g. GradDiff's
-``gamma``; see `Unlearner.Options`) and ``reference`` (settings published for real 1B-7B
-models, in the same shape, applied with ``reference=True``). Unknown keys and bad values are
+``gamma``; see `Unlearner.Options`), ``reference`` (settings published for real 1B-7B
+models, in the same shape, applied with ``reference=True``), ``search`` (the space
+`simu-bench tune` samples: dotted key -> ``{log_uniform: [low, high]}``, ``{uniform: [low,
+high]}``, ``{int: [low, high]}`` or ``{choice: [a, b, ...]}``) and ``tuned`` (the provenance
+block `simu-bench tune` writes into a tuned config). ``search`` and ``tuned`` describe how a
+config was found, not what it runs: they stay out of `UnlearnConfig.to_dict` and so out of a
+run's identity. Unknown keys and bad values are
 all collected and reported in one `UserError`, each naming the file and the key, before any
 model loads. Overrides are ``key.path=value`` strings whose value is read with
 ``yaml.safe_load``. This module knows no method: the caller says which options type a method
@@ -27,7 +32,11 @@ import yaml
 from simu_bench.errors import UserError, did_you_mean
 from simu_bench.unlearning.optimizers import OPTIMIZERS
 
-TOP_LEVEL = ("method", "optimizer", "train", "options", "reference")
+TOP_LEVEL = ("method", "optimizer", "train", "options", "reference", "search", "tuned")
+# Kinds of a search dimension (`simu-bench tune`); each takes a list of values.
+SEARCH_KINDS = ("log_uniform", "uniform", "int", "choice")
+# Sections a search dimension may set: the ones a run's behaviour depends on.
+SEARCHABLE = ("optimizer", "train", "options")
 # Keys of older configs: a config that still uses one is told its new place.
 MOVED = {
     ("gamma",): "options.gamma (the retain weight belongs to the method that uses it)",
@@ -86,11 +95,15 @@ class UnlearnConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     options: Any = field(default_factory=NoOptions)
     source: str = field(default="", compare=False)  # the YAML it came from
+    # How the config was found, not what it runs: left out of `to_dict` (and run identity).
+    search: dict = field(default_factory=dict, compare=False)  # dotted key -> {kind: values}
+    tuned: dict | None = field(default=None, compare=False)  # provenance written by `simu-bench tune`
 
     def to_dict(self) -> dict:
-        """A plain dict (for result files); ``options`` as its fields."""
+        """A plain dict (for result files and run identity); ``options`` as its fields."""
         data = dataclasses.asdict(self)
-        data.pop("source")
+        for key in ("source", "search", "tuned"):
+            data.pop(key)
         data["optimizer"]["betas"] = list(self.optimizer.betas)
         return data
 
@@ -128,6 +141,10 @@ def load_config(
         raise UserError(f"{where}: expected a mapping of keys to values at the top, got {type(raw).__name__}")
     problems: list[str] = []
     raw = _apply_overrides(raw, overrides, where, problems)
+    search, tuned = raw.pop("search", None), raw.pop("tuned", None)
+    if tuned is not None and not isinstance(tuned, dict):
+        problems.append(f"{where}: tuned: expected a mapping (written by simu-bench tune), got {tuned!r}")
+        tuned = None
     ref = raw.pop("reference", None)
     if ref is not None and not isinstance(ref, dict):
         problems.append(f"{where}: reference: expected a mapping, got {ref!r}")
@@ -144,10 +161,95 @@ def load_config(
     problems += [p for p in ref_problems if p.replace("reference.", "", 1) not in problems]
     if reference and not ref:
         problems.append(f"{where}: reference: missing; this config has no reference settings to apply")
+    if search is not None:
+        search = check_search(search, raw, where, problems, options_of)
     if problems:
         head = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
         raise UserError(f"{head} in config: " + "; ".join(problems))
-    return ref_config if reference else config
+    chosen = ref_config if reference else config
+    chosen.search, chosen.tuned = dict(search or {}), tuned
+    return chosen
+
+
+def set_path(raw: dict, dotted: str, value) -> dict:
+    """A copy of ``raw`` with ``value`` at the dotted key (sections created as needed)."""
+    raw = copy.deepcopy(raw)
+    node = raw
+    *sections, last = dotted.split(".")
+    for key in sections:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[last] = value
+    return raw
+
+
+def check_search(search: Any, raw: dict, where: str, problems: list[str], options_of) -> dict:
+    """Check a ``search:`` block against the config ``raw`` it belongs to; record problems.
+
+    Each key must be a dotted key of `SEARCHABLE` sections that the method's config really has,
+    and every end of its range (each value of a ``choice``) must be a valid value there: both
+    are checked by building the config with that value, through the same validation as
+    ``--set``. Returns the block as ``{key: {kind: [values]}}`` in the file's order.
+    """
+    if not isinstance(search, dict) or not search:
+        problems.append(f"{where}: search: expected a mapping of dotted keys to ranges, e.g. "
+                        f"optimizer.lr: {{log_uniform: [1.0e-5, 1.0e-2]}}; got {search!r}")
+        return {}
+    checked = {}
+    base: list[str] = []  # problems of the config itself, reported once, not once per dimension
+    _build_config(raw, where, "", base, options_of)
+    for key, spec in search.items():
+        label = f"{where}: search.{key}"
+        values = _search_values(key, spec, label, problems)
+        if values is None:
+            continue
+        kind = next(iter(spec))
+        for value in values:
+            found: list[str] = []
+            _build_config(set_path(raw, str(key), value), where, "", found, options_of)
+            found = [problem for problem in found if problem not in base]
+            for problem in found:
+                problems.append(f"{label}: {value!r} is not a valid value: {problem.removeprefix(where + ': ')}")
+            if found:
+                break
+        else:
+            checked[str(key)] = {kind: list(values) if kind == "choice" else list(spec[kind])}
+    return checked
+
+
+def _search_values(key: Any, spec: Any, label: str, problems: list[str]) -> list | None:
+    """The values of one dimension that must each be valid (ends of a range, every choice)."""
+    parts = str(key).split(".")
+    if not isinstance(key, str) or len(parts) < 2 or parts[0] not in SEARCHABLE or not all(parts):
+        problems.append(f"{label}: expected a dotted key in one of {', '.join(SEARCHABLE)}, e.g. optimizer.lr")
+        return None
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SEARCH_KINDS:
+        kinds = ", ".join(f"{{{kind}: [...]}}" for kind in SEARCH_KINDS)
+        problems.append(f"{label}: expected one of {kinds}, got {spec!r}")
+        return None
+    kind, values = next(iter(spec.items()))
+    if kind == "choice":
+        if not isinstance(values, list) or not values:
+            problems.append(f"{label}: choice: expected a non-empty list of values, got {values!r}")
+            return None
+        return values
+    if not isinstance(values, list) or len(values) != 2:
+        problems.append(f"{label}: {kind}: expected [low, high], got {values!r}")
+        return None
+    number = int if kind == "int" else (int, float)
+    if any(isinstance(v, bool) or not isinstance(v, number) for v in values):
+        expected = "whole numbers" if kind == "int" else "numbers (write 1.0e-5, with a dot, for YAML to read a float)"
+        problems.append(f"{label}: {kind}: expected [low, high] as {expected}, got {values!r}")
+        return None
+    low, high = values
+    if low > high:
+        problems.append(f"{label}: {kind}: low {low!r} > high {high!r}; write [low, high] with low <= high")
+        return None
+    if kind == "log_uniform" and low <= 0:
+        problems.append(f"{label}: log_uniform: low {low!r} must be > 0; use uniform for a range that includes 0")
+        return None
+    return [low, high]
 
 
 def parse_override(text: str, where: str = "--set") -> tuple[list[str], Any]:
