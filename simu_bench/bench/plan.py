@@ -37,6 +37,8 @@ class Plan:
     max_new_tokens: int = MAX_NEW_TOKENS
     threads: int | None = None  # torch CPU threads; None: 1 for the embedded target, else torch's default
     config_dir: Path | None = None  # DIR/<method>.yaml instead of the shipped YAMLs (e.g. tune's DIR/tuned)
+    eval_every: int | None = None  # evaluate every K optimizer steps into trajectory.jsonl (`bench.trajectory`)
+    eval_rows: int | None = None  # intermediate points on N forget + N retain rows; None: all rows
     command: str = ""
 
     def cpu_threads(self) -> int | None:
@@ -197,7 +199,7 @@ def prepare_inputs(plan: Plan) -> Resolved:
 def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, unlearn) -> dict:
     """The resolved config stored with a run; `paths` is informative and not hashed."""
     model_path = Path(resolved.model).expanduser()
-    return {
+    config = {
         "method": method,
         "seed": seed,
         "unlearn": unlearn.to_dict() if unlearn is not None else None,
@@ -207,6 +209,9 @@ def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, un
                        "utility_tasks": list(plan.utility_tasks) if plan.utility_tasks else None},
         "paths": {"data": str(resolved.data_dir), "model": resolved.model},
     }
+    if plan.eval_every and method != REFERENCE:  # only when asked: run stores made without it keep their hashes
+        config["trajectory"] = {"eval_every": plan.eval_every, "eval_rows": plan.eval_rows}
+    return config
 
 
 def plan_runs(plan: Plan, resolved: Resolved, configs: dict) -> list[Run]:

@@ -5,7 +5,8 @@
 Order of work: check every input (methods, overrides, paths, output folder; `simu_bench.bench.plan`)
 -> prepare data and target (cached) -> resolve each run's config and refuse a run directory made
 with another config -> evaluate the target once (the reference row) -> for each method and seed:
-a fresh copy of the target, unlearn, evaluate, store -> the leaderboard. Nothing is written into
+a fresh copy of the target, unlearn (with `--eval-every K`, evaluating every K steps:
+`simu_bench.bench.trajectory`), evaluate, store -> the leaderboard. Nothing is written into
 the output folder before every check has passed. A method that diverges or crashes is recorded
 with its error and the others go on; a rerun skips finished runs (see `simu_bench.store.runs`).
 """
@@ -22,6 +23,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from simu_bench.bench.plan import Plan, Resolved, check_inputs, plan_runs, prepare_inputs
+from simu_bench.bench.trajectory import FILE as TRAJECTORY
+from simu_bench.bench.trajectory import Trajectory, subset
 from simu_bench.errors import UserError
 from simu_bench.store.runs import REFERENCE, Run
 
@@ -58,10 +61,11 @@ def run_log(run: Run):
         handler.close()
 
 
-def evaluate_model(model, tokenizer, data, plan: Plan):
+def evaluate_model(model, tokenizer, data, plan: Plan, utility_tasks: bool = True):
+    """`evaluate` with the plan's settings; `utility_tasks=False` leaves `--utility-tasks` out."""
     from simu_bench.evaluation.evaluator import evaluate
 
-    utility = list(plan.utility_tasks) if plan.utility_tasks else None
+    utility = list(plan.utility_tasks) if plan.utility_tasks and utility_tasks else None
     return evaluate(model, tokenizer, data, batch_size=plan.eval_batch_size, max_new_tokens=plan.max_new_tokens,
                     utility_tasks=utility)
 
@@ -86,6 +90,17 @@ def summary_line(run: Run, metrics: dict, timings: dict) -> str:
             f"{num(sum(retain) / len(retain) if retain else None)} ↑ | {times}")
 
 
+def trajectory_for(plan: Plan, data):
+    """The `--eval-every` callback for one run, or None without the flag."""
+    if not plan.eval_every:
+        return None
+    if plan.eval_rows:  # a seeded subset of forget and retain rows; --utility-tasks left out
+        rows = subset(data, plan.eval_rows)
+        return Trajectory(plan.eval_every, lambda model, tokenizer: evaluate_model(
+            model, tokenizer, rows, plan, utility_tasks=False).to_dict(), plan.eval_rows)
+    return Trajectory(plan.eval_every, lambda model, tokenizer: evaluate_model(model, tokenizer, data, plan).to_dict())
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
@@ -102,6 +117,7 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
 
     run.begin(resolved.configs[(run.method, run.seed)], environment)
     timings = dict(resolved.timings) if run.method == REFERENCE else {}
+    trajectory = trajectory_for(plan, data) if run.method != REFERENCE else None
     started = time.perf_counter()
 
     def stage(name: str, since: float) -> float:
@@ -119,11 +135,17 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
             if run.method != REFERENCE:
                 unlearner = registry.create(resolved.unlearn_configs[run.method])
                 show("unlearn")
-                result = loop.run(unlearner, model, tokenizer, data, seed=run.seed, progress=not plan.quiet)
+                result = loop.run(unlearner, model, tokenizer, data, seed=run.seed, progress=not plan.quiet,
+                                  callbacks=[trajectory] if trajectory is not None else [])
                 now = stage("unlearn", now)
+                if trajectory is not None:  # the evaluations along the way are not unlearning time
+                    timings["unlearn"] = round(timings["unlearn"] - trajectory.seconds, 3)
+                    timings["trajectory"] = round(trajectory.seconds, 3)
                 run.write_json("unlearn.json", result.to_dict())
                 unlearner.save_artifacts(run.file(""))
                 if result.status != "ok":
+                    if trajectory is not None:
+                        write_jsonl(run.file(TRAJECTORY), trajectory.points)
                     log.warning("%s", result.message)
                     timings["total"] = round(time.perf_counter() - started, 3)
                     run.write_json("timings.json", timings)
@@ -136,6 +158,8 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
             metrics = evaluation.to_dict()
             run.write_json("metrics.json", metrics)
             write_jsonl(run.file("generations.jsonl"), [dict(sample) for sample in evaluation.samples])
+            if trajectory is not None:  # the final evaluation is the last point
+                write_jsonl(run.file(TRAJECTORY), trajectory.finish(result.steps, metrics, timings["evaluate"]))
             timings["total"] = round(time.perf_counter() - started, 3)
             run.write_json("timings.json", timings)
             run.finish("ok")
@@ -228,7 +252,9 @@ def _run_all(plan: Plan, configs: dict, say) -> dict[str, int]:
                 status = "skipped"
                 write(f"{name}: already done ({run.status()['status']}), skipped")
             else:
-                show = lambda stage: bar.set_description_str(f"{name}: {stage}")
+                def show(stage: str, name: str = name) -> None:
+                    bar.set_description_str(f"{name}: {stage}")
+
                 status = execute(plan, resolved, run, data, env, write, show)
                 free_memory()  # the run's model, optimizer state and mask are gone now
             counts[status] = counts.get(status, 0) + 1

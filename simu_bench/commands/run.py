@@ -3,6 +3,7 @@
     simu-bench run --methods all                         # embedded benchmark, seed 0, into runs/
     simu-bench run --methods simu,so_graddiff --seeds 0,1,2 --out runs/default
     simu-bench run --methods all --set train.epochs=1 --set simu.options.t=0.3
+    simu-bench run --methods all --eval-every 5 --eval-rows 32  # + trajectory.jsonl per run
     simu-bench run --methods all --seeds 0,1,2 --config-dir tune/tuned --out runs/tuned
     simu-bench run --methods all --data ../shared/lume --model allenai/OLMo-1B-hf --utility-tasks mmlu --device cuda
 
@@ -48,6 +49,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "lower only for quick checks)")
     parser.add_argument("--config-dir", type=Path, metavar="DIR", help="load each method's config from "
                         "DIR/<method>.yaml instead of the shipped YAML (e.g. the tuned/ folder of `simu-bench tune`)")
+    parser.add_argument("--eval-every", type=int, metavar="K", help="also evaluate every K optimizer steps and "
+                        "store trajectory.jsonl per run: step 0, K, 2K, ..., final (default: off)")
+    parser.add_argument("--eval-rows", type=int, metavar="N", help="with --eval-every: evaluate the points before "
+                        "the final one on a seeded subset of N forget and N retain rows (default: all rows)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, log lines only")
     parser.set_defaults(handler=main)
     return parser
@@ -72,6 +77,9 @@ def command_line(args) -> str:
         words += ["--max-new-tokens", str(args.max_new_tokens)]
     if args.eval_batch_size != BATCH_SIZE:
         words += ["--eval-batch-size", str(args.eval_batch_size)]
+    for flag, value in (("--eval-every", args.eval_every), ("--eval-rows", args.eval_rows)):
+        if value is not None:
+            words += [flag, str(value)]
     return shlex.join(words)
 
 
@@ -84,12 +92,20 @@ def main(args) -> int:
         raise UserError(f"--threads {args.threads}: expected a positive number of threads, e.g. 1")
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens {args.max_new_tokens}: expected a positive number of tokens, e.g. 256")
+    if args.eval_every is not None and args.eval_every < 1:
+        raise UserError(f"--eval-every {args.eval_every}: expected a positive number of optimizer steps, e.g. 10")
+    if args.eval_rows is not None and args.eval_rows < 1:
+        raise UserError(f"--eval-rows {args.eval_rows}: expected a positive number of rows per split, e.g. 32")
+    if args.eval_rows is not None and args.eval_every is None:
+        raise UserError(f"--eval-rows {args.eval_rows} needs --eval-every K: it sets the rows of the points "
+                        "evaluated every K steps")
     utility = tuple(t.strip() for t in args.utility_tasks.split(",") if t.strip()) if args.utility_tasks else None
     plan = Plan(
         methods=resolve_methods(args.methods), seeds=parse_seeds(args.seeds), out=args.out, data=args.data,
         model=args.model, utility_tasks=utility, overrides=tuple(args.overrides), device=args.device,
         quiet=args.quiet, eval_batch_size=args.eval_batch_size, max_new_tokens=args.max_new_tokens,
-        threads=args.threads, config_dir=args.config_dir, command=command_line(args),
+        threads=args.threads, config_dir=args.config_dir, eval_every=args.eval_every, eval_rows=args.eval_rows,
+        command=command_line(args),
     )
     counts = run_benchmark(plan)
     print("runs: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items())))

@@ -40,7 +40,7 @@ FINAL_STATUSES = ("ok", "diverged")  # a rerun skips these; crashed runs are tri
 # Files a run writes; a rerun of an interrupted run removes stale ones first.
 RUN_FILES = (
     "config.json", "environment.json", "log.txt", "unlearn.json", "metrics.json", "generations.jsonl",
-    "mask.safetensors", "timings.json", "status.json",
+    "mask.safetensors", "timings.json", "status.json", "trajectory.jsonl",
 )
 
 
