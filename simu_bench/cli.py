@@ -19,6 +19,7 @@ SUBCOMMANDS = [
     ("run", "simu_bench.commands.run"),
     ("tune", "simu_bench.commands.tune"),
     ("leaderboard", "simu_bench.commands.leaderboard"),
+    ("compare", "simu_bench.commands.compare"),
     ("eval", "simu_bench.commands.eval"),
     ("ls", "simu_bench.commands.ls"),
     ("validate", "simu_bench.commands.validate"),
