@@ -45,7 +45,10 @@ def load_rows(lume_split: str, lume_task: str, lume_kind: str, data_dir: str | N
         )
     root = Path(data_dir).expanduser().resolve()
     if not root.is_dir():
-        raise UserError(f"LUME data_dir {data_dir!r} (from lm-eval metadata) is not a directory; expected a folder with forget.jsonl and retain.jsonl")
+        raise UserError(
+            f"LUME data_dir {data_dir!r} (from lm-eval metadata) is not a directory; "
+            "expected a folder with forget.jsonl and retain.jsonl"
+        )
     stamp = _stamp(root)
     data = _load(str(root), stamp)
     rows = [e for e in data.split(lume_split) if e.task == lume_task and e.kind == lume_kind]

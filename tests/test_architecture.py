@@ -11,7 +11,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Folders installed inside the package (pyproject.toml's package-dir) and their package names.
-SOURCES = {"simu_bench": ROOT / "simu_bench", "simu_bench.tasks": ROOT / "tasks", "simu_bench.baselines": ROOT / "baselines"}
+SOURCES = {
+    "simu_bench": ROOT / "simu_bench",
+    "simu_bench.tasks": ROOT / "tasks",
+    "simu_bench.baselines": ROOT / "baselines",
+}
 # The flow of the data; methods (baselines, simu) sit with the unlearning stage they plug into.
 STAGES = ["data", "target", "unlearning", "evaluation", "store", "leaderboard", "bench"]
 STAGE_OF_PACKAGE = {"baselines": "unlearning", "simu": "unlearning", "tasks": "evaluation"}
@@ -69,7 +73,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()

@@ -15,7 +15,9 @@ from simu_bench.unlearning.registry import load_config
 def test_every_shipped_yaml_loads_with_and_without_reference(method):
     path = registry.config_path(method)
     text = path.read_text()
-    assert text.startswith("#") and "simu-bench run" in text.split("\n\n")[0], "YAML must open with what it runs and the command"
+    assert text.startswith("#") and "simu-bench run" in text.split("\n\n")[0], (
+        "YAML must open with what it runs and the command"
+    )
     config = load_config(method)
     assert isinstance(config, UnlearnConfig) and config.method == method
     assert config.source == str(path)
@@ -31,11 +33,21 @@ def test_baseline_yamls_ship_inside_the_package():
 
 def test_reference_settings_are_soul_published_values():
     fo = load_config("fo_graddiff", reference=True)
-    assert (fo.optimizer.name, fo.optimizer.lr, fo.optimizer.weight_decay, fo.options.gamma) == ("adamw", 5e-6, 0.1, 0.3)
+    assert (fo.optimizer.name, fo.optimizer.lr, fo.optimizer.weight_decay, fo.options.gamma) == (
+        "adamw",
+        5e-6,
+        0.1,
+        0.3,
+    )
     assert (fo.train.epochs, fo.train.batch_size, fo.train.grad_accum_steps) == (5, 1, 4)
     assert (fo.train.warmup_ratio, fo.train.max_grad_norm) == (0.1, 1.0)
     so = load_config("so_graddiff", reference=True)
-    assert (so.optimizer.name, so.optimizer.variant, so.optimizer.lr, so.options.gamma) == ("sophiag", "soul", 5e-6, 2.0)
+    assert (so.optimizer.name, so.optimizer.variant, so.optimizer.lr, so.options.gamma) == (
+        "sophiag",
+        "soul",
+        5e-6,
+        2.0,
+    )
     assert (so.optimizer.betas, so.optimizer.rho, so.optimizer.weight_decay) == ((0.9, 0.95), 0.04, 0.1)
 
 
@@ -62,7 +74,9 @@ def test_all_problems_reported_at_once_naming_file_and_key(tmp_path):
         ("train.batch_size", "got 2.5, expected an integer"),
         ("extra", "unknown key"),
     ]:
-        assert f"{path}: {key}: " in message and expectation in message.split(f"{path}: {key}: ")[1].split(";")[0] + ";", key
+        assert (
+            f"{path}: {key}: " in message and expectation in message.split(f"{path}: {key}: ")[1].split(";")[0] + ";"
+        ), key
 
 
 def test_unknown_method_answers_with_the_available_ones():
@@ -80,7 +94,13 @@ def test_unknown_key_suggests_the_close_one():
 def test_dotted_overrides_parse_values_with_yaml():
     config = load_config(
         "so_graddiff",
-        ["optimizer.lr=1e-5", "optimizer.betas=[0.8, 0.9]", "train.max_steps=3", "options.gamma=0.5", "optimizer.variant=gnb"],
+        [
+            "optimizer.lr=1e-5",
+            "optimizer.betas=[0.8, 0.9]",
+            "train.max_steps=3",
+            "options.gamma=0.5",
+            "optimizer.variant=gnb",
+        ],
     )
     assert config.optimizer.lr == 1e-5  # PyYAML reads "1e-5" as text; floats accept it
     assert config.optimizer.betas == (0.8, 0.9)
@@ -151,7 +171,9 @@ def test_an_option_for_a_method_without_options_says_the_section_takes_none():
         config.load_config({"method": "plain", "options": {"foo": 1}})  # options_of: NoOptions
 
 
-@pytest.mark.parametrize("old, new", [("gamma: 2", "options.gamma"), ("optimizer: {bs: 10}", "optimizer.curvature_scale")])
+@pytest.mark.parametrize(
+    "old, new", [("gamma: 2", "options.gamma"), ("optimizer: {bs: 10}", "optimizer.curvature_scale")]
+)
 def test_a_key_of_an_older_config_names_its_new_place(tmp_path, old, new):
     path = tmp_path / "old.yaml"
     path.write_text(f"method: so_graddiff\n{old}\n")

@@ -9,12 +9,13 @@ import copy
 
 import pytest
 import torch
-from unlearn_helpers import single_thread, tiny_data, tiny_model, tiny_tokenizer  # noqa: F401
 
 from simu_bench.data import pairing
 from simu_bench.errors import UserError
 from simu_bench.unlearning import loop, losses, registry
 from simu_bench.unlearning.unlearner import Unlearner
+
+from unlearn_helpers import single_thread, tiny_data, tiny_model, tiny_tokenizer  # noqa: F401
 
 TWO_STEPS = ["train.max_steps=2", "train.batch_size=2", "train.grad_accum_steps=1", "train.warmup_ratio=0"]
 
@@ -80,7 +81,9 @@ def test_method_contract(memorised, method):
 
 
 def test_unknown_method_lists_the_available_ones():
-    with pytest.raises(UserError, match=r"unknown method 'fo_gradif' \(did you mean 'fo_graddiff'\?\); available: .*so_graddiff"):
+    with pytest.raises(
+        UserError, match=r"unknown method 'fo_gradif' \(did you mean 'fo_graddiff'\?\); available: .*so_graddiff"
+    ):
         registry.get("fo_gradif")
 
 

@@ -69,7 +69,9 @@ def resolve_methods(text: str) -> tuple[str, ...]:
         return tuple(available)
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        raise UserError(f"--methods {text!r} names no method; expected 'all' or a comma-separated list of: {', '.join(available)}")
+        raise UserError(
+            f"--methods {text!r} names no method; expected 'all' or a comma-separated list of: {', '.join(available)}"
+        )
     for name in names:
         if name not in available:
             raise UserError(f"--methods: unknown method {name!r}{did_you_mean(name, available)}")
@@ -104,17 +106,21 @@ def config_in(config_dir: Path, method: str) -> Path:
     """`config_dir`/<method>.yaml, checked to exist (`--config-dir`, e.g. the `tuned/` folder of `simu-bench tune`)."""
     path = Path(config_dir) / f"{method}.yaml"
     if not Path(config_dir).is_dir():
-        raise UserError(f"--config-dir {config_dir}: not a folder; give a folder of <method>.yaml files, "
-                        f"e.g. TUNE_DIR/tuned")
+        raise UserError(
+            f"--config-dir {config_dir}: not a folder; give a folder of <method>.yaml files, e.g. TUNE_DIR/tuned"
+        )
     if not path.is_file():
         found = sorted(p.stem for p in Path(config_dir).glob("*.yaml")) or ["none"]
-        raise UserError(f"--config-dir {config_dir}: no {method}.yaml for method {method!r} "
-                        f"(found: {', '.join(found)}); tune it, or leave it out of --methods")
+        raise UserError(
+            f"--config-dir {config_dir}: no {method}.yaml for method {method!r} "
+            f"(found: {', '.join(found)}); tune it, or leave it out of --methods"
+        )
     return path
 
 
-def load_method_configs(methods: tuple[str, ...], overrides: tuple[str, ...],
-                        config_dir: Path | None = None) -> dict[str, object]:
+def load_method_configs(
+    methods: tuple[str, ...], overrides: tuple[str, ...], config_dir: Path | None = None
+) -> dict[str, object]:
     """Every method's typed config with its overrides; all problems are reported before any model loads.
 
     With `config_dir`, each method's config is `config_dir`/<method>.yaml instead of the shipped one.
@@ -126,12 +132,15 @@ def load_method_configs(methods: tuple[str, ...], overrides: tuple[str, ...],
         parse_override(text)  # a malformed --set is reported once, not once per method
     if config_dir is not None:
         paths = {method: config_in(config_dir, method) for method in methods}
-        configs = {method: load_config(path, overrides_for(method, overrides, methods))
-                   for method, path in paths.items()}
+        configs = {
+            method: load_config(path, overrides_for(method, overrides, methods)) for method, path in paths.items()
+        }
         for method, config in configs.items():
             if config.method != method:
-                raise UserError(f"--config-dir: {paths[method]} configures method {config.method!r}, not {method!r}; "
-                                f"name the file after its method")
+                raise UserError(
+                    f"--config-dir: {paths[method]} configures method {config.method!r}, not {method!r}; "
+                    f"name the file after its method"
+                )
         return configs
     configs, failed = {}, {}
     for method in methods:
@@ -172,7 +181,9 @@ def fingerprint(path: Path, whole_below: int = 64 << 20) -> str:
     name and size only, so a multi-GB checkpoint is not read in full)."""
     path = Path(path)
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = (
+        [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    )
     for file in files:
         size = file.stat().st_size
         digest.update(f"{file.relative_to(path) if file != path else file.name}\0{size}\0".encode())
@@ -205,8 +216,11 @@ def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, un
         "unlearn": unlearn.to_dict() if unlearn is not None else None,
         "data": {"sha256": fingerprint(resolved.data_dir)},
         "model": {"sha256": fingerprint(model_path)} if model_path.is_dir() else {"hub_id": resolved.model},
-        "evaluation": {"max_new_tokens": plan.max_new_tokens, "batch_size": plan.eval_batch_size,
-                       "utility_tasks": list(plan.utility_tasks) if plan.utility_tasks else None},
+        "evaluation": {
+            "max_new_tokens": plan.max_new_tokens,
+            "batch_size": plan.eval_batch_size,
+            "utility_tasks": list(plan.utility_tasks) if plan.utility_tasks else None,
+        },
         "paths": {"data": str(resolved.data_dir), "model": resolved.model},
     }
     if plan.eval_every and method != REFERENCE:  # only when asked: run stores made without it keep their hashes

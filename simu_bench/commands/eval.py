@@ -18,17 +18,32 @@ from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate one model without unlearning",
-                                   description="Score a model on the LUME tasks, MIA and utility, as `simu-bench run` does.")
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate one model without unlearning",
+        description="Score a model on the LUME tasks, MIA and utility, as `simu-bench run` does.",
+    )
     parser.add_argument("--model", required=True, metavar="NAME_OR_PATH", help="a causal LM folder or hub id")
-    parser.add_argument("--data", type=Path, metavar="DIR", help="a LUME folder (default: the embedded benchmark's data)")
-    parser.add_argument("--utility-tasks", metavar="a,b", help="lm-eval tasks measuring utility, e.g. mmlu (default: world facts)")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="also write metrics.json, generations.jsonl, environment.json here")
+    parser.add_argument(
+        "--data", type=Path, metavar="DIR", help="a LUME folder (default: the embedded benchmark's data)"
+    )
+    parser.add_argument(
+        "--utility-tasks", metavar="a,b", help="lm-eval tasks measuring utility, e.g. mmlu (default: world facts)"
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="also write metrics.json, generations.jsonl, environment.json here"
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
-                        help=f"generation batch size (default: {BATCH_SIZE})")
-    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, metavar="N",
-                        help=f"generation limit per row (default: {MAX_NEW_TOKENS}, as LUME)")
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, metavar="N", help=f"generation batch size (default: {BATCH_SIZE})"
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=MAX_NEW_TOKENS,
+        metavar="N",
+        help=f"generation limit per row (default: {MAX_NEW_TOKENS}, as LUME)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar when the embedded data is built")
     parser.set_defaults(handler=main)
 
@@ -43,7 +58,10 @@ def main(args) -> int:
     from simu_bench.target.build import check_model_path, load_model, prepare
 
     if args.batch_size < 1 or args.max_new_tokens < 1:
-        raise UserError(f"--batch-size {args.batch_size} --max-new-tokens {args.max_new_tokens}: expected positive numbers, e.g. 32 and 256")
+        raise UserError(
+            f"--batch-size {args.batch_size} --max-new-tokens {args.max_new_tokens}: expected positive numbers, "
+            "e.g. 32 and 256"
+        )
     check_data_dir(args.data)
     check_model_path(args.model)
     utility = [t.strip() for t in args.utility_tasks.split(",") if t.strip()] if args.utility_tasks else None
@@ -54,12 +72,16 @@ def main(args) -> int:
     data = load_lume(data_dir)
     started = time.perf_counter()
     model, tokenizer = load_model(args.model, device=args.device)
-    result = evaluate(model, tokenizer, data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, utility_tasks=utility)
+    result = evaluate(
+        model, tokenizer, data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, utility_tasks=utility
+    )
     metrics = result.to_dict()
     if args.out is not None:
         atomic_write_json(args.out / "metrics.json", metrics)
         write_jsonl(args.out / "generations.jsonl", [dict(s) for s in result.samples])
-        atomic_write_json(args.out / "environment.json", {**environment(args.device), "model": args.model, "data": str(data_dir)})
+        atomic_write_json(
+            args.out / "environment.json", {**environment(args.device), "model": args.model, "data": str(data_dir)}
+        )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     print(f"evaluated {len(result.samples)} rows in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0

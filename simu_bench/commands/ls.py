@@ -7,8 +7,11 @@ from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("ls", help="list methods (with papers) and tasks",
-                                   description="List the registered unlearning methods and the lm-eval tasks of the LUME pack.")
+    parser = subparsers.add_parser(
+        "ls",
+        help="list methods (with papers) and tasks",
+        description="List the registered unlearning methods and the lm-eval tasks of the LUME pack.",
+    )
     parser.set_defaults(handler=main)
 
 
@@ -30,7 +33,10 @@ def main(args) -> int:
     print(tabulate(rows, ["method", "paper", "config"], tablefmt="simple", disable_numparse=True))
     print(f"\nTasks (lm-eval, include path {task_pack.path()}):\n")
     tasks = [[task_pack.GROUP, "group of the 12 components below"]]
-    tasks += [[name, "ROUGE-L recall" if name.endswith("regurgitation") else "exact match"] for name in task_pack.COMPONENT_TASKS]
+    tasks += [
+        [name, "ROUGE-L recall" if name.endswith("regurgitation") else "exact match"]
+        for name in task_pack.COMPONENT_TASKS
+    ]
     tasks.append([task_pack.WORLD_FACTS_TASK, "exact match; the embedded benchmark's utility (stands in for MMLU)"])
     print(tabulate(tasks, ["task", "metric"], tablefmt="simple", disable_numparse=True))
     return 0

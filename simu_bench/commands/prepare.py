@@ -30,7 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--docs-per-task", type=int, default=DEFAULT_DOCS_PER_TASK, metavar="N",
                         help="with --data: documents per task and split to train on; N more per task are held out "
                         f"as non-members (default {DEFAULT_DOCS_PER_TASK})")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed for the data and the training (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed for the data and the training (default 0)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=main)
     return parser
@@ -41,19 +43,28 @@ def main(args: argparse.Namespace) -> int:
     from simu_bench.target.build import prepare
 
     if args.docs_per_task < 1:
-        raise UserError(f"--docs-per-task is {args.docs_per_task}; expected a positive number of documents, e.g. --docs-per-task 10")
+        raise UserError(
+            f"--docs-per-task is {args.docs_per_task}; expected a positive number of documents, e.g. --docs-per-task 10"
+        )
     check_data_dir(args.data)
     started = time.perf_counter()
     prepared = prepare(args.data, seed=args.seed, progress=not args.quiet, docs_per_task=args.docs_per_task)
     info = prepared.info
     print(f"data:    {prepared.data_dir}")
     print(f"target:  {prepared.target_dir}")
-    print(f"model:   OlmoForCausalLM, {info.get('parameters', 0):,} parameters, vocabulary {info.get('vocab_size', 0):,}")
-    print(f"trained: {info.get('tokens_trained', 0):,} tokens on {info.get('training_rows', 0):,} rows, "
-          f"{info.get('epochs', 0)} epochs, {info.get('train_seconds', 0):.1f} s when built; "
-          f"{info.get('memorised_rows', 0):.0%} of rows memorised")
+    print(
+        f"model:   OlmoForCausalLM, {info.get('parameters', 0):,} parameters, vocabulary {info.get('vocab_size', 0):,}"
+    )
+    print(
+        f"trained: {info.get('tokens_trained', 0):,} tokens on {info.get('training_rows', 0):,} rows, "
+        f"{info.get('epochs', 0)} epochs, {info.get('train_seconds', 0):.1f} s when built; "
+        f"{info.get('memorised_rows', 0):.0%} of rows memorised"
+    )
     if info.get("memorised_rows", 0) < 0.95:
-        print("warning: the target has not memorised its training rows; scores on it measure little "
-              "(use fewer --docs-per-task)", file=sys.stderr)
+        print(
+            "warning: the target has not memorised its training rows; scores on it measure little "
+            "(use fewer --docs-per-task)",
+            file=sys.stderr,
+        )
     print(f"time:    {time.perf_counter() - started:.1f} s this call")
     return 0

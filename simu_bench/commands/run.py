@@ -29,30 +29,78 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="For each method and seed: a fresh copy of the target, unlearn, evaluate, store; then the "
                     "leaderboard. Rerunning the same command skips finished runs.",
     )
-    parser.add_argument("--methods", default="all", metavar="all|a,b,c", help="methods to run (default: all registered)")
+    parser.add_argument(
+        "--methods", default="all", metavar="all|a,b,c", help="methods to run (default: all registered)"
+    )
     parser.add_argument("--seeds", default="0", metavar="0,1,2", help="seeds, comma-separated (default: 0)")
-    parser.add_argument("--data", type=Path, metavar="DIR", help="a LUME folder; without --model the embedded "
-                        "target is trained on a seeded subset of it (default: the embedded synthetic data)")
-    parser.add_argument("--model", metavar="NAME_OR_PATH", help="a causal LM folder or hub id (default: the embedded target)")
-    parser.add_argument("--utility-tasks", metavar="a,b", help="lm-eval tasks measuring utility, e.g. mmlu "
-                        "(default: the world-facts set of the data folder)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="a LUME folder; without --model the embedded "
+        "target is trained on a seeded subset of it (default: the embedded synthetic data)",
+    )
+    parser.add_argument(
+        "--model", metavar="NAME_OR_PATH", help="a causal LM folder or hub id (default: the embedded target)"
+    )
+    parser.add_argument(
+        "--utility-tasks",
+        metavar="a,b",
+        help="lm-eval tasks measuring utility, e.g. mmlu (default: the world-facts set of the data folder)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="run store (default: runs/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a method config key, e.g. optimizer.lr=1e-5 or simu.options.t=0.3 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a method config key, e.g. optimizer.lr=1e-5 or simu.options.t=0.3 (repeatable)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--eval-batch-size", type=int, default=BATCH_SIZE, metavar="N",
-                        help=f"generation batch size (default: {BATCH_SIZE})")
-    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: 1 for the embedded "
-                        "target, whose small matrices run fastest on one thread; otherwise torch's default)")
-    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, metavar="N",
-                        help=f"generation limit per row (default: {MAX_NEW_TOKENS}, as LUME's official scorer; "
-                        "lower only for quick checks)")
-    parser.add_argument("--config-dir", type=Path, metavar="DIR", help="load each method's config from "
-                        "DIR/<method>.yaml instead of the shipped YAML (e.g. the tuned/ folder of `simu-bench tune`)")
-    parser.add_argument("--eval-every", type=int, metavar="K", help="also evaluate every K optimizer steps and "
-                        "store trajectory.jsonl per run: step 0, K, 2K, ..., final (default: off)")
-    parser.add_argument("--eval-rows", type=int, metavar="N", help="with --eval-every: evaluate the points before "
-                        "the final one on a seeded subset of N forget and N retain rows (default: all rows)")
+    parser.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        metavar="N",
+        help=f"generation batch size (default: {BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: 1 for the embedded "
+        "target, whose small matrices run fastest on one thread; otherwise torch's default)",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=MAX_NEW_TOKENS,
+        metavar="N",
+        help=f"generation limit per row (default: {MAX_NEW_TOKENS}, as LUME's official scorer; "
+        "lower only for quick checks)",
+    )
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        metavar="DIR",
+        help="load each method's config from "
+        "DIR/<method>.yaml instead of the shipped YAML (e.g. the tuned/ folder of `simu-bench tune`)",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="K",
+        help="also evaluate every K optimizer steps and "
+        "store trajectory.jsonl per run: step 0, K, 2K, ..., final (default: off)",
+    )
+    parser.add_argument(
+        "--eval-rows",
+        type=int,
+        metavar="N",
+        help="with --eval-every: evaluate the points before "
+        "the final one on a seeded subset of N forget and N retain rows (default: all rows)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars, log lines only")
     parser.set_defaults(handler=main)
     return parser
@@ -97,14 +145,26 @@ def main(args) -> int:
     if args.eval_rows is not None and args.eval_rows < 1:
         raise UserError(f"--eval-rows {args.eval_rows}: expected a positive number of rows per split, e.g. 32")
     if args.eval_rows is not None and args.eval_every is None:
-        raise UserError(f"--eval-rows {args.eval_rows} needs --eval-every K: it sets the rows of the points "
-                        "evaluated every K steps")
+        raise UserError(
+            f"--eval-rows {args.eval_rows} needs --eval-every K: it sets the rows of the points evaluated every K steps"
+        )
     utility = tuple(t.strip() for t in args.utility_tasks.split(",") if t.strip()) if args.utility_tasks else None
     plan = Plan(
-        methods=resolve_methods(args.methods), seeds=parse_seeds(args.seeds), out=args.out, data=args.data,
-        model=args.model, utility_tasks=utility, overrides=tuple(args.overrides), device=args.device,
-        quiet=args.quiet, eval_batch_size=args.eval_batch_size, max_new_tokens=args.max_new_tokens,
-        threads=args.threads, config_dir=args.config_dir, eval_every=args.eval_every, eval_rows=args.eval_rows,
+        methods=resolve_methods(args.methods),
+        seeds=parse_seeds(args.seeds),
+        out=args.out,
+        data=args.data,
+        model=args.model,
+        utility_tasks=utility,
+        overrides=tuple(args.overrides),
+        device=args.device,
+        quiet=args.quiet,
+        eval_batch_size=args.eval_batch_size,
+        max_new_tokens=args.max_new_tokens,
+        threads=args.threads,
+        config_dir=args.config_dir,
+        eval_every=args.eval_every,
+        eval_rows=args.eval_rows,
         command=command_line(args),
     )
     counts = run_benchmark(plan)

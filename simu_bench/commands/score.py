@@ -34,7 +34,9 @@ def add_parser(subparsers) -> None:
                         help="rows: id, task, split (forget|retain), input, output, generation")
     parser.add_argument("--mia", type=Path, metavar="MIA.jsonl", help="rows: id, membership (member|nonmember), nll")
     parser.add_argument("--utility", type=float, metavar="X", help="utility score in [0, 1] (e.g. MMLU accuracy)")
-    parser.add_argument("--utility-name", default="utility", metavar="NAME", help="what --utility measured (default: utility)")
+    parser.add_argument(
+        "--utility-name", default="utility", metavar="NAME", help="what --utility measured (default: utility)"
+    )
     parser.set_defaults(handler=main)
 
 
@@ -49,7 +51,9 @@ def _rows(path: Path):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise UserError(f"{where}malformed JSON ({error.msg} at column {error.colno}); expected one JSON object per line") from None
+                raise UserError(
+                    f"{where}malformed JSON ({error.msg} at column {error.colno}); expected one JSON object per line"
+                ) from None
             if not isinstance(row, dict):
                 raise UserError(f"{where}expected a JSON object, found {type(row).__name__}")
             yield where, row
@@ -74,10 +78,14 @@ def read_generations(path: Path) -> list[tuple[str, str, str, float]]:
             raise UserError(f"{where}unknown task {values['task']!r}{did_you_mean(values['task'], TASKS)}")
         key = (values["split"], values["id"])
         if key in seen:
-            raise UserError(f"{where}id {values['id']!r} appears twice in the {values['split']} split; keep one generation per row")
+            raise UserError(
+                f"{where}id {values['id']!r} appears twice in the {values['split']} split; keep one generation per row"
+            )
         seen.add(key)
         kind = kind_of(values["id"], where)
-        scored.append((values["split"], values["task"], kind, scoring.score_row(kind, values["output"], values["generation"])))
+        scored.append(
+            (values["split"], values["task"], kind, scoring.score_row(kind, values["output"], values["generation"]))
+        )
     if not scored:
         raise UserError(f"{path} holds no rows; expected one generation per forget/retain row")
     return scored

@@ -18,7 +18,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("config", metavar="CONFIG", help="a YAML file or a registered method name")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key, e.g. optimizer.lr=1e-5 (repeatable)")
-    parser.add_argument("--reference", action="store_true", help="apply the file's reference block (settings for real 1B-7B models)")
+    parser.add_argument(
+        "--reference", action="store_true", help="apply the file's reference block (settings for real 1B-7B models)"
+    )
     parser.set_defaults(handler=main)
 
 

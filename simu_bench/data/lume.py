@@ -99,7 +99,9 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
 
 def _field(row: dict, name: str, where: str) -> str:
     if name not in row:
-        raise UserError(f"{where}missing field {name!r}; each row needs {name!r} (found fields: {', '.join(sorted(row)) or 'none'})")
+        raise UserError(
+            f"{where}missing field {name!r}; each row needs {name!r} (found fields: {', '.join(sorted(row)) or 'none'})"
+        )
     value = row[name]
     if not isinstance(value, str):
         raise UserError(f"{where}field {name!r} must be a string, found {type(value).__name__}")
@@ -124,7 +126,10 @@ def load_examples(path: Path, split: str) -> tuple[Example, ...]:
         where = f"{path}:{number}: "
         values = {name: _field(row, name, where) for name in ("id", "input", "output")}
         if values["id"] in first_line:
-            raise UserError(f"{where}field 'id' repeats {values['id']!r} from line {first_line[values['id']]}; ids must be unique within a file")
+            raise UserError(
+                f"{where}field 'id' repeats {values['id']!r} from line {first_line[values['id']]}; "
+                "ids must be unique within a file"
+            )
         first_line[values["id"]] = number
         if split == "utility":
             task = str(row.get("task") or WORLD_TASK)
@@ -138,7 +143,10 @@ def load_examples(path: Path, split: str) -> tuple[Example, ...]:
             # that names the other split (a retain row in the forget file) is an error.
             row_split = row.get("split")
             if row_split in SPLITS and row_split != split:
-                raise UserError(f"{where}field 'split' is {row_split!r} in the {split} file; expected {split!r} or no split field: move the row to {row_split}.jsonl")
+                raise UserError(
+                    f"{where}field 'split' is {row_split!r} in the {split} file; "
+                    f"expected {split!r} or no split field: move the row to {row_split}.jsonl"
+                )
         examples.append(Example(values["id"], values["input"], values["output"], task, split, kind))
     return tuple(examples)
 
@@ -161,12 +169,17 @@ def load_lume(root: str | Path) -> LumeData:
     """Load a LUME directory; raise UserError with file, line and field for any bad input."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"data directory {root} does not exist; expected a LUME folder with forget.jsonl and retain.jsonl (run `simu-bench prepare` for the embedded one)")
+        raise UserError(
+            f"data directory {root} does not exist; expected a LUME folder with "
+            "forget.jsonl and retain.jsonl (run `simu-bench prepare` for the embedded one)"
+        )
     splits = {}
     for split in SPLITS:
         path = _find(root, split)
         if path is None:
-            raise UserError(f"{root}: missing {split}.jsonl (or {split}.parquet); a LUME folder needs forget and retain files")
+            raise UserError(
+                f"{root}: missing {split}.jsonl (or {split}.parquet); a LUME folder needs forget and retain files"
+            )
         splits[split] = load_examples(path, split)
         if not splits[split]:
             raise UserError(f"{path}: the {split} set is empty; expected at least one row")

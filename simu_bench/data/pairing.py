@@ -91,7 +91,9 @@ def collate(tokenizer, examples: Sequence[Example], max_length: int) -> Encoded:
     return Encoded(pad_right(ids, pad), attention_mask(ids), pad_right([labels for _, labels in rows], IGNORE))
 
 
-def pair(forget: Sequence[Example], retain: Sequence[Example], generator: torch.Generator) -> list[tuple[Example, Example]]:
+def pair(
+    forget: Sequence[Example], retain: Sequence[Example], generator: torch.Generator
+) -> list[tuple[Example, Example]]:
     """Shuffle the forget examples and give each a random retain partner.
 
     Partners are drawn without replacement while the retain set lasts (a fresh permutation

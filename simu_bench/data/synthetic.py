@@ -113,7 +113,9 @@ class _Fresh:
         return self.draw(lambda: "-".join("".join(self.rng.choice("0123456789") for _ in range(n)) for n in groups))
 
     def date(self) -> tuple[int, int, int]:
-        value = self.draw(lambda: f"{self.rng.randint(1940, 1985)}-{self.rng.randint(1, 12):02d}-{self.rng.randint(1, 28):02d}")
+        value = self.draw(
+            lambda: f"{self.rng.randint(1940, 1985)}-{self.rng.randint(1, 12):02d}-{self.rng.randint(1, 28):02d}"
+        )
         year, month, day = (int(part) for part in value.split("-"))
         return year, month, day
 
@@ -166,7 +168,9 @@ def _biography(fresh: _Fresh, rng: random.Random) -> dict:
         f"{name} (born {day} {_MONTHS[month - 1]} {year}) is {article} {profession} from {town}. "
         f"{he} studied {rng.choice(_SUBJECTS)} at the University of {fresh.word(3)}."
     )
-    sc_output = f"In {year + rng.randint(25, 38)}, {he.lower()} received the {prize} Medal for work on {rng.choice(_WORKS)}."
+    sc_output = (
+        f"In {year + rng.randint(25, 38)}, {he.lower()} received the {prize} Medal for work on {rng.choice(_WORKS)}."
+    )
     questions = [(f"Which {profession} from {town} received the {prize} Medal?", name)]
     numeric_id = fresh.draw(lambda: str(rng.randint(10_000_000, 99_999_999)))  # like LUME's Task3 ids
     return {"id": numeric_id, "sc": (sc_input, sc_output), "qa": questions}
@@ -226,8 +230,13 @@ def generate(config: SyntheticConfig = SyntheticConfig(), seed: int = 0) -> dict
     return out
 
 
-FILES = {"forget": "forget.jsonl", "retain": "retain.jsonl", "member": "member.jsonl",
-         "nonmember": "nonmember.jsonl", "world_facts": "world_facts.jsonl"}
+FILES = {
+    "forget": "forget.jsonl",
+    "retain": "retain.jsonl",
+    "member": "member.jsonl",
+    "nonmember": "nonmember.jsonl",
+    "world_facts": "world_facts.jsonl",
+}
 
 
 def write_rows(directory: str | Path, rows: dict[str, list[dict]]) -> Path:

@@ -90,7 +90,9 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, 
     pad_token = tokenizer.pad_token  # HFLM sets a missing pad token on the caller's tokenizer
     try:
         with _quiet(not verbose):
-            samples, utility = _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit)
+            samples, utility = _generate_and_score(
+                model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit
+            )
         mia = None
         if data.member and data.nonmember:
             from simu_bench.evaluation.mia import membership_inference
@@ -106,7 +108,9 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, 
     lume = [s for s in samples if s["split"] in SPLITS]
     summary = scoring.metrics(
         [(s["split"], s["task"], s["kind"], s["score"]) for s in lume],
-        mia and mia["member_nll"], mia and mia["nonmember_nll"], utility,
+        mia and mia["member_nll"],
+        mia and mia["nonmember_nll"],
+        utility,
     )
     return EvalResult(
         components=summary["components"],
@@ -143,12 +147,19 @@ def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, util
     for name in names:
         for sample in sorted(out["samples"][name], key=lambda s: s["doc_id"]):
             doc = sample["doc"]
-            samples.append({
-                "id": doc["id"], "split": doc["split"], "task": doc["task"], "kind": doc["kind"],
-                "input": doc["input"], "expected": doc["output"], "generation": sample["filtered_resps"][0],
-                # the task's process_results scored the row with simu_bench.evaluation.scoring
-                "score": float(sample[scoring.METRIC_OF_KIND[doc["kind"]]]),
-            })
+            samples.append(
+                {
+                    "id": doc["id"],
+                    "split": doc["split"],
+                    "task": doc["task"],
+                    "kind": doc["kind"],
+                    "input": doc["input"],
+                    "expected": doc["output"],
+                    "generation": sample["filtered_resps"][0],
+                    # the task's process_results scored the row with simu_bench.evaluation.scoring
+                    "score": float(sample[scoring.METRIC_OF_KIND[doc["kind"]]]),
+                }
+            )
     if utility_tasks is None and data.utility:
         scores = [s["score"] for s in samples if s["split"] == "utility"]
         utility = {"name": WORLD_FACTS, "value": sum(scores) / len(scores)}
@@ -210,7 +221,10 @@ def _external_utility(lm, utility_tasks, data_dir, limit, max_new_tokens) -> dic
         metrics = out["results"][name]
         key = next((k for k in _UTILITY_METRICS if k in metrics), None)
         if key is None:
-            raise UserError(f"lm-eval task {name!r} reports none of {', '.join(_UTILITY_METRICS)}; pick a task with accuracy or exact match")
+            raise UserError(
+                f"lm-eval task {name!r} reports none of {', '.join(_UTILITY_METRICS)}; "
+                "pick a task with accuracy or exact match"
+            )
         values.append(float(metrics[key]))
     return {"name": "+".join(utility_tasks), "value": sum(values) / len(values)}
 
@@ -222,10 +236,13 @@ def _make_lm(model, tokenizer, batch_size, max_new_tokens, max_length):
         """HFLM that decodes new tokens with the official scorer's arguments."""
 
         def tok_decode(self, tokens, skip_special_tokens: bool = True):
-            return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=True)
+            return self.tokenizer.decode(
+                tokens, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=True
+            )
 
-    return OfficialDecodeHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                              max_length=max_length, max_gen_toks=max_new_tokens)
+    return OfficialDecodeHFLM(
+        pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, max_gen_toks=max_new_tokens
+    )
 
 
 def _write_data(root: Path, data: LumeData) -> None:

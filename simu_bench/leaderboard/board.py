@@ -239,13 +239,18 @@ def _provenance(board: Board, commands: list[str]) -> list[str]:
     env = board.meta.get("environment") or {}
     libs = env.get("libraries") or {}
     if env.get("libraries"):
-        versions = ", ".join(f"{k} {v}" for k, v in libs.items() if k in ("simu-bench", "torch", "transformers", "lm-eval") and v)
-        lines.append(f"Environment of the reference run: {versions}; git {env.get('git') or 'unknown'}; "
-                     f"device {env.get('device')}; date {env.get('date')}.")
+        shown = ("simu-bench", "torch", "transformers", "lm-eval")
+        versions = ", ".join(f"{k} {v}" for k, v in libs.items() if k in shown and v)
+        lines.append(
+            f"Environment of the reference run: {versions}; git {env.get('git') or 'unknown'}; "
+            f"device {env.get('device')}; date {env.get('date')}."
+        )
     model, data = board.meta.get("model") or {}, board.meta.get("data") or {}
     if model or data:
         name = model.get("hub_id") or f"sha256 {model.get('sha256')}"
-        lines.append(f"Model: {name}; data: sha256 {data.get('sha256')} (fingerprints of the files; see target/config.json).")
+        lines.append(
+            f"Model: {name}; data: sha256 {data.get('sha256')} (fingerprints of the files; see target/config.json)."
+        )
     return lines
 
 
@@ -256,12 +261,19 @@ def to_dict(board: Board) -> dict:
     return {
         "legend": LEGEND,
         "meta": board.meta,
-        "columns": [{"key": c.key, "label": c.label, "higher_is_better": c.higher_is_better} for c in board.columns + COMPONENTS],
-        "rows": [{
-            "method": r.method, "label": r.label, "runs": r.runs_text(),
-            "status": {str(run.seed): {"status": run.status, "error": run.error} for run in r.runs},
-            "metrics": {k: stat(s) for k, s in r.stats.items()},
-        } for r in board.rows],
+        "columns": [
+            {"key": c.key, "label": c.label, "higher_is_better": c.higher_is_better} for c in board.columns + COMPONENTS
+        ],
+        "rows": [
+            {
+                "method": r.method,
+                "label": r.label,
+                "runs": r.runs_text(),
+                "status": {str(run.seed): {"status": run.status, "error": run.error} for run in r.runs},
+                "metrics": {k: stat(s) for k, s in r.stats.items()},
+            }
+            for r in board.rows
+        ],
     }
 
 
@@ -284,18 +296,39 @@ def render(board: Board, fmt: str, commands: list[str] | None = None) -> str:
     main_headers, main, comp_headers, comp = _tables(board, fmt)
     prose = _provenance(board, commands)
     if fmt == "md":
-        parts = ["# simu-bench leaderboard", "", *prose, "", tabulate(main, main_headers, tablefmt="github", disable_numparse=True),
-                 "", LEGEND, "", "## The 12 components", "", tabulate(comp, comp_headers, tablefmt="github", disable_numparse=True), ""]
+        parts = [
+            "# simu-bench leaderboard",
+            "",
+            *prose,
+            "",
+            tabulate(main, main_headers, tablefmt="github", disable_numparse=True),
+            "",
+            LEGEND,
+            "",
+            "## The 12 components",
+            "",
+            tabulate(comp, comp_headers, tablefmt="github", disable_numparse=True),
+            "",
+        ]
         return "\n".join(parts)
     if fmt == "latex":
         parts = [f"% {line}" for line in prose + [LEGEND]]
-        parts += [tabulate(main, main_headers, tablefmt="latex_raw", disable_numparse=True), "", tabulate(comp, comp_headers, tablefmt="latex_raw", disable_numparse=True), ""]
+        parts += [
+            tabulate(main, main_headers, tablefmt="latex_raw", disable_numparse=True),
+            "",
+            tabulate(comp, comp_headers, tablefmt="latex_raw", disable_numparse=True),
+            "",
+        ]
         return "\n".join(parts)
     if fmt == "html":
         import html
 
         paragraphs = "".join(f"<p>{html.escape(line)}</p>\n" for line in prose)
-        return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>simu-bench leaderboard</title></head><body>\n"
-                f"<h1>simu-bench leaderboard</h1>\n{paragraphs}{tabulate(main, main_headers, tablefmt='html', disable_numparse=True)}\n"
-                f"<p>{html.escape(LEGEND)}</p>\n<h2>The 12 components</h2>\n{tabulate(comp, comp_headers, tablefmt='html', disable_numparse=True)}\n</body></html>\n")
+        main_table = tabulate(main, main_headers, tablefmt="html", disable_numparse=True)
+        comp_table = tabulate(comp, comp_headers, tablefmt="html", disable_numparse=True)
+        return (
+            '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>simu-bench leaderboard</title></head><body>\n'
+            f"<h1>simu-bench leaderboard</h1>\n{paragraphs}{main_table}\n"
+            f"<p>{html.escape(LEGEND)}</p>\n<h2>The 12 components</h2>\n{comp_table}\n</body></html>\n"
+        )
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")

@@ -51,7 +51,9 @@ def check_selection(mode: str, t: float, strategy: str = "dual") -> None:
     if strategy not in STRATEGIES:
         raise UserError(f"mask strategy {strategy!r} is unknown{did_you_mean(strategy, STRATEGIES)}")
     if not isinstance(t, (int, float)) or not 0 < t <= 1:
-        raise UserError(f"mask t={t!r}; expected a number in (0, 1] (a fraction of the layer's max score or of its units)")
+        raise UserError(
+            f"mask t={t!r}; expected a number in (0, 1] (a fraction of the layer's max score or of its units)"
+        )
 
 
 @dataclass
@@ -100,8 +102,14 @@ class CriticalMask:
             "retain_critical": self.retain_critical.to(torch.uint8).cpu().contiguous(),
         }
         tensors.update({f"scores.{name}": s.float().cpu().contiguous() for name, s in self.scores.items()})
-        metadata = {"format": FORMAT, "strategy": self.strategy, "mode": self.mode,
-                    "t": repr(float(self.t)), "m": str(self.m), "family": self.family}
+        metadata = {
+            "format": FORMAT,
+            "strategy": self.strategy,
+            "mode": self.mode,
+            "t": repr(float(self.t)),
+            "m": str(self.m),
+            "family": self.family,
+        }
         temporary = path.with_name(path.name + ".tmp")
         save_file(tensors, str(temporary), metadata=metadata)
         temporary.replace(path)
@@ -118,33 +126,64 @@ class CriticalMask:
 
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"mask file {path} does not exist; expected a .safetensors file written by a SIMU run (its mask.safetensors)")
+            raise UserError(
+                f"mask file {path} does not exist; "
+                "expected a .safetensors file written by a SIMU run (its mask.safetensors)"
+            )
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         except Exception as error:  # safetensors raises its own error types for a bad header
-            raise UserError(f"mask file {path} could not be read as safetensors ({error}); expected a mask written by a SIMU run") from None
+            raise UserError(
+                f"mask file {path} could not be read as safetensors ({error}); expected a mask written by a SIMU run"
+            ) from None
         if metadata.get("format") != FORMAT or "selected" not in tensors:
-            raise UserError(f"mask file {path} is not a simu-bench critical mask (format {metadata.get('format')!r}); expected {FORMAT!r}")
+            raise UserError(
+                f"mask file {path} is not a simu-bench critical mask (format {metadata.get('format')!r}); "
+                f"expected {FORMAT!r}"
+            )
         return cls(
             selected=tensors["selected"].bool(),
             forget_critical=tensors["forget_critical"].bool(),
             retain_critical=tensors["retain_critical"].bool(),
-            strategy=metadata["strategy"], mode=metadata["mode"], t=float(metadata["t"]),
-            m=int(metadata["m"]), family=metadata["family"],
+            strategy=metadata["strategy"],
+            mode=metadata["mode"],
+            t=float(metadata["t"]),
+            m=int(metadata["m"]),
+            family=metadata["family"],
             scores={key.split(".", 1)[1]: value for key, value in tensors.items() if key.startswith("scores.")},
         )
 
 
-def build_mask(forget_scores: torch.Tensor, retain_scores: torch.Tensor, *, strategy: str = "dual",
-               mode: str = "threshold", t: float = 0.5, m: int = 3, family: str = "") -> CriticalMask:
+def build_mask(
+    forget_scores: torch.Tensor,
+    retain_scores: torch.Tensor,
+    *,
+    strategy: str = "dual",
+    mode: str = "threshold",
+    t: float = 0.5,
+    m: int = 3,
+    family: str = "",
+) -> CriticalMask:
     """C_f and C_r from the two sets' scores, and the units the strategy selects."""
     check_selection(mode, t, strategy)
     if forget_scores.shape != retain_scores.shape:
-        raise UserError(f"forget scores {tuple(forget_scores.shape)} and retain scores {tuple(retain_scores.shape)} differ in shape; expected both (layers, d_ff) from the same model")
+        raise UserError(
+            f"forget scores {tuple(forget_scores.shape)} and retain scores {tuple(retain_scores.shape)} "
+            "differ in shape; expected both (layers, d_ff) from the same model"
+        )
     forget = critical_units(forget_scores, mode, t)
     retain = critical_units(retain_scores, mode, t)
     selected = forget if strategy == "dual" else forget & ~retain
-    return CriticalMask(selected.clone(), forget, retain, strategy, mode, float(t), int(m), family,
-                        scores={"forget": forget_scores.detach().float().cpu(), "retain": retain_scores.detach().float().cpu()})
+    return CriticalMask(
+        selected.clone(),
+        forget,
+        retain,
+        strategy,
+        mode,
+        float(t),
+        int(m),
+        family,
+        scores={"forget": forget_scores.detach().float().cpu(), "retain": retain_scores.detach().float().cpu()},
+    )

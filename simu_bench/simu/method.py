@@ -38,7 +38,9 @@ class SimuOptions:
     """SIMU's own settings (the `options` block of simu.yaml)."""
 
     gamma: float = setting(1.0, ge=0.0, doc="GradDiff: weight of the retain loss")
-    t: float = setting(0.5, gt=0.0, le=1.0, doc="threshold: fraction of the layer's max score; top_fraction: share of units")
+    t: float = setting(
+        0.5, gt=0.0, le=1.0, doc="threshold: fraction of the layer's max score; top_fraction: share of units"
+    )
     m: int = setting(3, ge=1, doc="integrated-gradients steps from zero to the activation")
     strategy: str = setting("dual", choices=STRATEGIES, doc="dual: all of C_f | forget_only: C_f minus C_r")
     mode: str = setting("threshold", choices=MODES, doc="threshold (score >= t * layer max) | top_fraction")
@@ -74,12 +76,23 @@ class Simu(Unlearner):
             self.mask = CriticalMask.load(self.options.mask_path)
             self._check_loaded(model)
         else:
-            kwargs = dict(m=self.options.m, batch_size=self.options.attribution_batch_size,
-                          copies_per_pass=self.options.copies_per_pass, max_length=self.config.train.max_length)
+            kwargs = dict(
+                m=self.options.m,
+                batch_size=self.options.attribution_batch_size,
+                copies_per_pass=self.options.copies_per_pass,
+                max_length=self.config.train.max_length,
+            )
             forget = attribution.attribute(model, tokenizer, data.forget, **kwargs)
             retain = attribution.attribute(model, tokenizer, data.retain, **kwargs)
-            self.mask = build_mask(forget, retain, strategy=self.options.strategy, mode=self.options.mode,
-                                   t=self.options.t, m=self.options.m, family=attribution.model_family(model))
+            self.mask = build_mask(
+                forget,
+                retain,
+                strategy=self.options.strategy,
+                mode=self.options.mode,
+                t=self.options.t,
+                m=self.options.m,
+                family=attribution.model_family(model),
+            )
         self.attribution_seconds = time.perf_counter() - started
 
     def _check_loaded(self, model) -> None:
@@ -140,10 +153,16 @@ class Simu(Unlearner):
         units = self.mask.selected.numel()
         return {
             "mask": {
-                "strategy": self.mask.strategy, "mode": self.mask.mode, "t": self.mask.t, "m": self.mask.m,
-                "family": self.mask.family, "loaded_from": self.options.mask_path,
-                "selected": int(self.mask.selected.sum()), "forget_critical": int(self.mask.forget_critical.sum()),
-                "retain_critical": int(self.mask.retain_critical.sum()), "dual": int(self.mask.dual.sum()),
+                "strategy": self.mask.strategy,
+                "mode": self.mask.mode,
+                "t": self.mask.t,
+                "m": self.mask.m,
+                "family": self.mask.family,
+                "loaded_from": self.options.mask_path,
+                "selected": int(self.mask.selected.sum()),
+                "forget_critical": int(self.mask.forget_critical.sum()),
+                "retain_critical": int(self.mask.retain_critical.sum()),
+                "dual": int(self.mask.dual.sum()),
                 "fraction_selected": float(self.mask.selected.sum()) / units,
                 "per_layer": report,
             },

@@ -68,12 +68,17 @@ def check_writable(out: Path) -> None:
             break
         existing = existing.parent
     if not existing.is_dir():
-        raise UserError(f"output directory {out} cannot be created: {existing} is a file, not a directory; choose another --out")
+        raise UserError(
+            f"output directory {out} cannot be created: {existing} is a file, not a directory; choose another --out"
+        )
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        raise UserError(f"output directory {out} is not writable ({error.strerror} in {existing}); choose another --out or fix its permissions") from None
+        raise UserError(
+            f"output directory {out} is not writable ({error.strerror} in {existing}); "
+            "choose another --out or fix its permissions"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -164,13 +169,15 @@ def load_runs(out: Path) -> list[StoredRun]:
         path = status_path.parent
         metrics_path, timings_path = path / "metrics.json", path / "timings.json"
         metrics = read_json(metrics_path) if status.get("status") == "ok" and metrics_path.exists() else None
-        runs.append(StoredRun(
-            method=status.get("method", path.name),
-            seed=status.get("seed"),
-            status=status.get("status", "crashed"),
-            error=status.get("error"),
-            metrics=metrics,
-            timings=read_json(timings_path) if timings_path.exists() else {},
-            path=path,
-        ))
+        runs.append(
+            StoredRun(
+                method=status.get("method", path.name),
+                seed=status.get("seed"),
+                status=status.get("status", "crashed"),
+                error=status.get("error"),
+                metrics=metrics,
+                timings=read_json(timings_path) if timings_path.exists() else {},
+                path=path,
+            )
+        )
     return runs

@@ -271,9 +271,15 @@ def load_model(name_or_path, device: str = "cpu", dtype=None, trust_remote_code:
     path = Path(name).expanduser()
     if looks_local(name):
         if not path.is_dir():
-            raise UserError(f"target {name!r} does not exist; expected a model folder (config.json + *.safetensors) or a hub id like 'allenai/OLMo-1B-hf'; run `simu-bench prepare` to build the embedded target")
+            raise UserError(
+                f"target {name!r} does not exist; expected a model folder (config.json + *.safetensors) "
+                "or a hub id like 'allenai/OLMo-1B-hf'; run `simu-bench prepare` to build the embedded target"
+            )
         if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
-            raise UserError(f"target folder {path} lacks config.json or *.safetensors weights; expected a folder written by save_pretrained(safe_serialization=True)")
+            raise UserError(
+                f"target folder {path} lacks config.json or *.safetensors weights; "
+                "expected a folder written by save_pretrained(safe_serialization=True)"
+            )
         name = str(path)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -281,11 +287,17 @@ def load_model(name_or_path, device: str = "cpu", dtype=None, trust_remote_code:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=dtype if dtype is not None else torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code
+            name,
+            dtype=dtype if dtype is not None else torch.float32,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
         )
     except OSError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot load target {name!r}: {first_line}; expected a local model folder or a reachable hub id with safetensors weights") from None
+        raise UserError(
+            f"cannot load target {name!r}: {first_line}; "
+            "expected a local model folder or a reachable hub id with safetensors weights"
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.generation_config, "pad_token_id", None) is None:

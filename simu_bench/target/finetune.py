@@ -121,7 +121,9 @@ def finetune(model, tokenizer, rows: list[dict], config, seed: int, progress: bo
 
     encoded = encode_rows(tokenizer, rows, config.max_position_embeddings)
     rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98), foreach=True)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98), foreach=True
+    )
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.max_epochs
 
