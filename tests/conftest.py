@@ -22,12 +22,12 @@ from simu_bench.data.synthetic import SyntheticConfig
 from simu_bench.target.build import Prepared, TargetConfig, load_model, prepare
 
 TINY_DATA = SyntheticConfig(documents_per_task=2, nonmember_documents=6, world_facts=6)
-# Same model and recipe as the default, smaller batches so that 46 rows still take several
-# steps per epoch (memorised in ~30 epochs, ~180 steps).
-TINY_TARGET = TargetConfig(vocab_size=1024, batch_size=8)
+# Two layers whatever the embedded default is, so the suite stays fast; smaller batches so
+# that 46 rows still take several steps per epoch (memorised in ~30 epochs, ~180 steps).
+TINY_TARGET = TargetConfig(vocab_size=1024, hidden_size=128, num_layers=2, intermediate_size=512, batch_size=8)
 MICRO_DATA = SyntheticConfig(documents_per_task=1, nonmember_documents=3, world_facts=3)
-MICRO_TARGET = TargetConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_heads=2, max_epochs=2,
-                            batch_size=4)
+MICRO_TARGET = TargetConfig(vocab_size=300, hidden_size=32, num_layers=2, intermediate_size=64, num_heads=2,
+                            max_epochs=2, batch_size=4)
 
 
 @pytest.fixture(scope="session", autouse=True)
