@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from simu_bench.errors import UserError
+from simu_bench.target.pinning import pin_cpu_kernels
 
 # (subcommand, module): one line per subcommand.
 SUBCOMMANDS = [
@@ -26,6 +27,9 @@ SUBCOMMANDS = [
     ("score", "simu_bench.commands.score"),
     ("tasks-path", "simu_bench.commands.tasks_path"),
 ]
+# Commands that build or train the embedded target when no --model is given: their CPU kernels
+# are pinned so that its bytes, and every metric of runs on it, are the same on any x86-64 CPU.
+PINNED_COMMANDS = ("prepare", "run", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in PINNED_COMMANDS and getattr(args, "model", None) is None:
+        pin_cpu_kernels()
     try:
         return int(args.handler(args) or 0)
     except UserError as error:

@@ -11,6 +11,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from simu_bench.target.pinning import pinned_kernels
+
 LIBRARIES = (
     "simu-bench", "torch", "transformers", "tokenizers", "lm-eval", "accelerate",
     "safetensors", "rouge-score", "scikit-learn", "numpy", "datasets",
@@ -63,6 +65,7 @@ def environment(device: str) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": describe_device(device),
+        "cpu_kernels": pinned_kernels(),
         "git": git_revision(),
         "libraries": library_versions(),
     }
