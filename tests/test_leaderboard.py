@@ -83,7 +83,7 @@ def test_csv_json_latex_html(runs):
     latex = render(board, "latex")
     assert r"$\pm$" in latex and r"so\_graddiff" in latex and r"$\uparrow$" in latex
     html = render(board, "html")
-    assert html.count("<table>") == 2 and "±" in html
+    assert html.count("<table>") == 3 and "<h2>Paired differences against the best method</h2>" in html and "±" in html
 
 
 def test_plots_are_png(runs, tmp_path):

@@ -29,10 +29,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from pathlib import Path
 from typing import Callable
 
-FILE = "trajectory.jsonl"
+# The file and its reader sit with the run store, where the leaderboard reads them too.
+from simu_bench.store.runs import TRAJECTORY_FILE as FILE  # noqa: F401
+from simu_bench.store.runs import read_trajectory  # noqa: F401
+
 SUBSET_SEED = 0  # one subset for every run: points of different methods and seeds are paired
 
 log = logging.getLogger("simu_bench.run")
@@ -127,13 +129,3 @@ class Trajectory:
 
 def _num(value) -> str:
     return "—" if value is None else f"{value:.3f}"
-
-
-def read_trajectory(run_dir: Path) -> list[dict] | None:
-    """The points of `run_dir`/trajectory.jsonl in order of step, or None when the run has none."""
-    from simu_bench.files import read_jsonl
-
-    path = Path(run_dir) / FILE
-    if not path.is_file():
-        return None
-    return sorted((row for _, row in read_jsonl(path)), key=lambda row: row["step"])

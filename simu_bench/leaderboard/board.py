@@ -26,6 +26,7 @@ from pathlib import Path
 
 from simu_bench.data.lume import KINDS, SPLITS, TASKS
 from simu_bench.files import read_json
+from simu_bench.leaderboard.comparison import Comparison, compare, matched_summary, sections
 from simu_bench.store.runs import REFERENCE, StoredRun, load_runs
 
 FORMATS = ("md", "csv", "latex", "html", "json")
@@ -158,6 +159,11 @@ class Board:
     rows: list[Row]
     utility_name: str | None
     meta: dict
+    comparison: Comparison | None = None
+
+    def rank(self, row: Row) -> str:
+        ranks = self.comparison.ranks if self.comparison else {}
+        return str(ranks[row.method]) if row.method in ranks else "—"
 
     @property
     def columns(self) -> list[Column]:
@@ -185,7 +191,7 @@ def build(out: Path) -> Board:
         return (not row.ok, -(final if final is not None else -1), -(aggregate or 0), row.method)
 
     rows.sort(key=order)
-    return Board(rows, utility_name, _meta(out))
+    return Board(rows, utility_name, _meta(out), compare(rows, run_values))
 
 
 def _meta(out: Path) -> dict:
@@ -224,8 +230,8 @@ def _tables(board: Board, style: str) -> tuple[list, list, list, list]:
     def name(row: Row) -> str:
         return _latex_escape(row.label) if style == "latex" else row.label
 
-    main_headers = ["method"] + [header(c) for c in board.columns] + ["runs"]
-    main = [[name(r)] + [cell(r, c.key) for c in board.columns] + [r.runs_text()] for r in board.rows]
+    main_headers = ["rank", "method"] + [header(c) for c in board.columns] + ["runs"]
+    main = [[board.rank(r), name(r)] + [cell(r, c.key) for c in board.columns] + [r.runs_text()] for r in board.rows]
     # Components transposed (one row per component, one column per method): 12 columns would not fit.
     comp_headers = ["component"] + [name(r) for r in board.rows]
     comp = [[header(c)] + [cell(r, c.key) for r in board.rows] for c in COMPONENTS]
@@ -274,6 +280,9 @@ def to_dict(board: Board) -> dict:
             }
             for r in board.rows
         ],
+        "ranks": board.comparison.ranks if board.comparison else {},
+        "paired": board.comparison.paired if board.comparison else [],
+        "matched": matched_summary(board.comparison) if board.comparison else {},
     }
 
 
@@ -288,14 +297,21 @@ def render(board: Board, fmt: str, commands: list[str] | None = None) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         keys = [c.key for c in board.columns + COMPONENTS]
-        writer.writerow(["method", "runs"] + [f"{k}_{part}" for k in keys for part in ("mean", "ci95")])
+        # rank last: columns added later go to the end, so readers by position keep working.
+        writer.writerow(["method", "runs"] + [f"{k}_{part}" for k in keys for part in ("mean", "ci95")] + ["rank"])
         for r in board.rows:
             cells = [v for k in keys for v in (r.stats[k].mean, r.stats[k].ci95)]
-            writer.writerow([r.label, r.runs_text()] + ["" if v is None else f"{v:.6g}" for v in cells])
+            rank = board.rank(r).replace("—", "")
+            writer.writerow([r.label, r.runs_text()] + ["" if v is None else f"{v:.6g}" for v in cells] + [rank])
         return buffer.getvalue()
     main_headers, main, comp_headers, comp = _tables(board, fmt)
     prose = _provenance(board, commands)
+    extra = sections(board.comparison, [r.method for r in board.rows]) if board.comparison else []
     if fmt == "md":
+        between = []
+        for title, explanation, headers, table in extra:
+            between += [f"## {title}", "", explanation, ""]
+            between += [tabulate(table, headers, tablefmt="github", disable_numparse=True), ""] if headers else []
         parts = [
             "# simu-bench leaderboard",
             "",
@@ -305,6 +321,7 @@ def render(board: Board, fmt: str, commands: list[str] | None = None) -> str:
             "",
             LEGEND,
             "",
+            *between,
             "## The 12 components",
             "",
             tabulate(comp, comp_headers, tablefmt="github", disable_numparse=True),
@@ -316,9 +333,11 @@ def render(board: Board, fmt: str, commands: list[str] | None = None) -> str:
         parts += [
             tabulate(main, main_headers, tablefmt="latex_raw", disable_numparse=True),
             "",
-            tabulate(comp, comp_headers, tablefmt="latex_raw", disable_numparse=True),
-            "",
         ]
+        for title, explanation, headers, table in extra:
+            parts += [f"% {title}: {explanation}"]
+            parts += [tabulate(table, headers, tablefmt="latex", disable_numparse=True), ""]
+        parts += [tabulate(comp, comp_headers, tablefmt="latex_raw", disable_numparse=True), ""]
         return "\n".join(parts)
     if fmt == "html":
         import html
@@ -326,9 +345,14 @@ def render(board: Board, fmt: str, commands: list[str] | None = None) -> str:
         paragraphs = "".join(f"<p>{html.escape(line)}</p>\n" for line in prose)
         main_table = tabulate(main, main_headers, tablefmt="html", disable_numparse=True)
         comp_table = tabulate(comp, comp_headers, tablefmt="html", disable_numparse=True)
+        between = "".join(
+            f"<h2>{html.escape(title)}</h2>\n<p>{html.escape(explanation)}</p>\n"
+            + (tabulate(table, headers, tablefmt="html", disable_numparse=True) + "\n" if headers else "")
+            for title, explanation, headers, table in extra
+        )
         return (
             '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>simu-bench leaderboard</title></head><body>\n'
-            f"<h1>simu-bench leaderboard</h1>\n{paragraphs}{main_table}\n"
-            f"<p>{html.escape(LEGEND)}</p>\n<h2>The 12 components</h2>\n{comp_table}\n</body></html>\n"
+            f"<h1>simu-bench leaderboard</h1>\n{paragraphs}{main_table}\n<p>{html.escape(LEGEND)}</p>\n{between}"
+            f"<h2>The 12 components</h2>\n{comp_table}\n</body></html>\n"
         )
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")

@@ -5,6 +5,9 @@
   per seed and the mean with its 95% t-interval per method. Best is the top-left corner.
 - `per_task.png`: per-task bars for forget (lower is better) and retain (higher is better),
   regurgitation and knowledge, per method, with 95% t-intervals over seeds.
+- `trajectory.png` (runs made with `--eval-every K`): the path of each run through the same
+  forget/retain plane during unlearning, one thin line per seed, a dot where it ended, and the
+  matched-forgetting levels as dotted vertical lines. Paths compare methods at equal forgetting.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 from simu_bench.data.lume import KINDS, TASKS
 from simu_bench.files import atomic_write_bytes
 from simu_bench.leaderboard.board import Board, Stat, run_values
-from simu_bench.store.runs import REFERENCE
+from simu_bench.leaderboard.comparison import LEVELS
+from simu_bench.store.runs import REFERENCE, read_trajectory
 
 
 def _pyplot():
@@ -107,7 +111,56 @@ def plot_per_task(board: Board, path: Path) -> Path:
     return path
 
 
+def _paths(board: Board) -> dict[str, list[list[tuple[float, float]]]]:
+    """method -> one (forget, retain) path per run that stored a trajectory."""
+    paths = {}
+    for row in board.rows:
+        for run in row.ok:
+            points = read_trajectory(run.path) or []
+            path = [(p["forget"], p["retain"]) for p in points if p.get("forget") is not None
+                    and p.get("retain") is not None]
+            if len(path) >= 2:
+                paths.setdefault(row.method, []).append(path)
+    return paths
+
+
+def plot_trajectories(board: Board, path: Path) -> Path | None:
+    """The trajectory plot, or None (nothing written) when no run stored a trajectory."""
+    paths = _paths(board)
+    if not paths:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    colors = method_colors(board)
+    for level in LEVELS:
+        ax.axvline(level, color="#999999", linestyle=":", linewidth=0.8)
+    for method, runs in paths.items():
+        for index, run in enumerate(runs):
+            xs, ys = [p[0] for p in run], [p[1] for p in run]
+            label = f"{method} (n={len(runs)})" if index == 0 else None
+            ax.plot(xs, ys, linewidth=0.9, alpha=0.55, color=colors[method], label=label)
+            ax.scatter(xs[-1:], ys[-1:], s=16, color=colors[method])
+    reference = next((row for row in board.rows if row.method == REFERENCE and row.ok), None)
+    if reference is not None:
+        values = run_values(reference.ok[0].metrics)
+        ax.scatter([_split_mean(values, "forget")], [_split_mean(values, "retain")], marker="*", s=120,
+                   color=colors[REFERENCE], label=reference.label, zorder=3)
+    ax.set_xlabel("forget score, mean of 6 raw components (← lower = more forgotten)")
+    ax.set_ylabel("retain score, mean of 6 components (↑ higher = better kept)")
+    ax.set_title("Unlearning paths: forget vs retain during unlearning\nlines = seeds, dots = end, "
+                 f"dotted = matched-forgetting levels {', '.join(f'{level:g}' for level in LEVELS)}", fontsize=10)
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
 def write_plots(board: Board, directory: Path) -> list[Path]:
-    """Write both plots into `directory` and return their paths."""
+    """Write the plots into `directory` and return their paths (trajectory.png only when runs have one)."""
     directory = Path(directory)
-    return [plot_tradeoff(board, directory / "tradeoff.png"), plot_per_task(board, directory / "per_task.png")]
+    written = [plot_tradeoff(board, directory / "tradeoff.png"), plot_per_task(board, directory / "per_task.png")]
+    trajectory = plot_trajectories(board, directory / "trajectory.png")
+    return written + ([trajectory] if trajectory is not None else [])

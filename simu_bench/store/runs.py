@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simu_bench.errors import UserError
-from simu_bench.files import atomic_write_json, read_json
+from simu_bench.files import atomic_write_json, read_json, read_jsonl
 
 REFERENCE = "target"  # method name of the reference row (the target before unlearning)
 STATUSES = ("ok", "diverged", "crashed")
@@ -181,3 +181,14 @@ def load_runs(out: Path) -> list[StoredRun]:
             )
         )
     return runs
+
+
+TRAJECTORY_FILE = "trajectory.jsonl"  # written by `run --eval-every K` (simu_bench.bench.trajectory)
+
+
+def read_trajectory(run_dir: Path) -> list[dict] | None:
+    """The points of `run_dir`/trajectory.jsonl in order of step, or None when the run has none."""
+    path = Path(run_dir) / TRAJECTORY_FILE
+    if not path.is_file():
+        return None
+    return sorted((row for _, row in read_jsonl(path)), key=lambda row: row["step"])
