@@ -93,8 +93,11 @@ def test_evaluate_equals_the_official_loop_and_leaves_state_alone(random_setup, 
     assert result.mia["nonmember_nll"] == pytest.approx(nonmembers, abs=1e-5)
     assert result.final == pytest.approx((result.task_aggregate + result.mia["score"] + result.utility["value"]) / 3)
     metrics = json.loads(json.dumps(result.to_dict()))
-    assert set(metrics) == {"components", "task_aggregate", "mia", "utility", "final"}
+    assert set(metrics) == {"components", "task_aggregate", "mia", "mia_attacks", "utility", "final"}
     assert set(metrics["mia"]) == {"auc", "score"}
+    # The suite: no reference NLLs given, so no reference attack; `loss` is the official MIA.
+    assert list(metrics["mia_attacks"]) == ["loss", "zlib", "min_k", "min_k_plus_plus"]
+    assert metrics["mia_attacks"]["loss"] == metrics["mia"]
 
 
 def test_utility_tasks_are_labelled_by_name_and_checked_first(random_setup):

@@ -38,7 +38,8 @@ class EvalResult:
     """One evaluation: the 12 components, Task Aggregate, MIA, utility, final and the samples.
 
     `samples` holds one dict per scored row: id, split, task, kind, input, expected,
-    generation, score. `mia` is `{"auc", "score", "member_nll", "nonmember_nll"}` or None;
+    generation, score. `mia` is `{"auc", "score", "member_nll", "nonmember_nll", "attacks"}` or
+    None (`attacks`: the suite of `simu_bench.evaluation.mia`, `{name: {"auc", "score"}}`);
     `utility` is `{"name", "value"}` or None; `final` needs both.
     """
 
@@ -50,10 +51,12 @@ class EvalResult:
     samples: list[dict] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
-        """The metrics JSON (the same keys `simu-bench score` prints); samples are left out."""
+        """The metrics JSON (the keys `simu-bench score` prints, plus `mia_attacks`); samples are left out."""
         out: dict = {"components": self.components, "task_aggregate": self.task_aggregate}
         if self.mia is not None:
             out["mia"] = {"auc": self.mia["auc"], "score": self.mia["score"]}
+            if self.mia.get("attacks"):
+                out["mia_attacks"] = {name: dict(value) for name, value in self.mia["attacks"].items()}
         if self.utility is not None:
             out["utility"] = dict(self.utility)
         if self.final is not None:
@@ -63,7 +66,8 @@ class EvalResult:
 
 def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS,
              utility_tasks: list[str] | None = None, limit: int | None = None,
-             mia_batch_size: int | None = None, verbose: bool = False) -> EvalResult:
+             mia_batch_size: int | None = None, reference_nll: tuple[list, list] | None = None,
+             verbose: bool = False) -> EvalResult:
     """Evaluate `model` on `data` exactly as LUME's official scorer does, batched.
 
     Args:
@@ -77,6 +81,8 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, 
         utility_tasks: lm-eval task names to use as utility instead of the world facts (e.g.
             ["mmlu"] for a real model); the utility is their mean headline metric, named by them.
         limit: evaluate only the first `limit` rows of each task and documents of each MIA set.
+        reference_nll: (member NLLs, non-member NLLs) of all of `data`'s MIA documents under the
+            model before unlearning (`mia.reference_nll`); enables the `reference` MIA attack.
         verbose: show lm-eval's logs and progress bars.
 
     The caller's random state (python, numpy, torch) and `model.training` are left as found.
@@ -99,7 +105,8 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, 
 
             members = data.member[:limit] if limit else data.member
             nonmembers = data.nonmember[:limit] if limit else data.nonmember
-            mia = membership_inference(model, tokenizer, members, nonmembers, mia_batch_size or batch_size)
+            reference = reference_nll and (reference_nll[0][: len(members)], reference_nll[1][: len(nonmembers)])
+            mia = membership_inference(model, tokenizer, members, nonmembers, mia_batch_size or batch_size, reference)
     finally:
         model.train(was_training)
         _restore_random_state(state)
