@@ -9,6 +9,8 @@ a fresh copy of the target, unlearn (with `--eval-every K`, evaluating every K s
 `simu_bench.bench.trajectory`), evaluate, store -> the leaderboard. Nothing is written into
 the output folder before every check has passed. A method that diverges or crashes is recorded
 with its error and the others go on; a rerun skips finished runs (see `simu_bench.store.runs`).
+Several workers with the same `--out` split the runs: each run is claimed with a file lock
+before it starts and skipped by the others (`simu_bench.store.claims`).
 """
 
 from __future__ import annotations
@@ -230,6 +232,30 @@ def run_benchmark(plan: Plan, say=print) -> dict[str, int]:
             hf_logging.enable_progress_bar()
 
 
+def claim_and_execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, say, show, name: str) -> str:
+    """Claim `run` (`simu_bench.store.claims`) and do it; "claimed" when another worker has it.
+
+    Several workers with the same `--out` split the runs this way; a run another worker
+    finished between the caller's check and the claim is "skipped".
+    """
+    from simu_bench.store import claims
+
+    claim = claims.claim(claims.claim_path(plan.out, run.method, run.seed), f"{name} in {plan.out}")
+    if not claim.held:
+        say(f"{name}: claimed by another worker ({claim.owner}), skipped")
+        return "claimed"
+    with claim:
+        if run.is_done():
+            say(f"{name}: already done ({run.status()['status']}) by another worker, skipped")
+            return "skipped"
+        if claim.stale:
+            say(f"{name}: the worker that claimed it ({claim.stale}) stopped before finishing; redoing it")
+        try:
+            return execute(plan, resolved, run, data, environment, say, show)
+        finally:
+            free_memory()  # the run's model, optimizer state and mask are gone now
+
+
 def _run_all(plan: Plan, configs: dict, say) -> dict[str, int]:
     from simu_bench.data.lume import load_lume
     from simu_bench.files import atomic_write_json
@@ -255,13 +281,17 @@ def _run_all(plan: Plan, configs: dict, say) -> dict[str, int]:
                 def show(stage: str, name: str = name) -> None:
                     bar.set_description_str(f"{name}: {stage}")
 
-                status = execute(plan, resolved, run, data, env, write, show)
-                free_memory()  # the run's model, optimizer state and mask are gone now
+                status = claim_and_execute(plan, resolved, run, data, env, write, show, name)
             counts[status] = counts.get(status, 0) + 1
             bar.update(1)
         bar.set_description_str("done")
     finally:
         bar.close()
-    for path in write_leaderboard(Path(plan.out), plan.command):
+    from simu_bench.store import claims
+
+    # One worker at a time, so that the last one to finish writes what every worker finished.
+    with claims.leaderboard_lock(plan.out):
+        written = write_leaderboard(Path(plan.out), plan.command)
+    for path in written:
         say(f"wrote {path}")
     return counts
