@@ -63,10 +63,10 @@ def load_rows(lume_split: str, lume_task: str, lume_kind: str, data_dir: str | N
 
 
 def process_regurgitation(doc: dict, results: list[str]) -> dict:
-    """ROUGE-L recall of the generation against the row's `output`."""
-    return {"rougeL_recall": scoring.rougeL_recall(doc["output"], results[0])}
+    """ROUGE-L recall of the generation against the row's `output` (texts through the official CSV round trip)."""
+    return {"rougeL_recall": scoring.score_row("regurgitation", doc["output"], results[0])}
 
 
 def process_knowledge(doc: dict, results: list[str]) -> dict:
-    """Exact match of the generation and the row's `output` after strip().lower()."""
-    return {"exact_match": scoring.exact_match(doc["output"], results[0])}
+    """Exact match after strip().lower() of the generation and the row's `output` (through the CSV round trip)."""
+    return {"exact_match": scoring.score_row("knowledge", doc["output"], results[0])}

@@ -93,7 +93,13 @@ def test_evaluate_equals_the_official_loop_and_leaves_state_alone(random_setup, 
     assert result.mia["nonmember_nll"] == pytest.approx(nonmembers, abs=1e-5)
     assert result.final == pytest.approx((result.task_aggregate + result.mia["score"] + result.utility["value"]) / 3)
     metrics = json.loads(json.dumps(result.to_dict()))
-    assert set(metrics) == {"components", "task_aggregate", "mia", "mia_attacks", "utility", "final"}
+    assert set(metrics) == {"components", "task_aggregate", "overall", "mia", "mia_attacks", "utility", "final"}
+    # Overall (official): the mean of all 9 rows of a kind in a split; the cells have 3 rows
+    # each here, so it equals the mean of the three task means.
+    for split in ("forget", "retain"):
+        for kind in ("regurgitation", "knowledge"):
+            rows = [s["score"] for s in result.samples if (s["split"], s["kind"]) == (split, kind)]
+            assert metrics["overall"][split][kind] == pytest.approx(sum(rows) / 9)
     assert set(metrics["mia"]) == {"auc", "score"}
     # The suite: no reference NLLs given, so no reference attack; `loss` is the official MIA.
     assert list(metrics["mia_attacks"]) == ["loss", "zlib", "min_k", "min_k_plus_plus"]

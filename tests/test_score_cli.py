@@ -55,11 +55,11 @@ def test_score_fixture_by_hand(capsys):
 def test_score_without_mia_or_utility_omits_them(capsys):
     code, out, _ = run(capsys, GENERATIONS)
     assert code == 0
-    assert set(json.loads(out)) == {"components", "task_aggregate"}
+    assert set(json.loads(out)) == {"components", "task_aggregate", "overall"}
     code, out, _ = run(capsys, GENERATIONS, "--mia", MIA)
-    assert set(json.loads(out)) == {"components", "task_aggregate", "mia"}
+    assert set(json.loads(out)) == {"components", "task_aggregate", "overall", "mia"}
     code, out, _ = run(capsys, GENERATIONS, "--utility", "0.3")
-    assert set(json.loads(out)) == {"components", "task_aggregate", "utility"}
+    assert set(json.loads(out)) == {"components", "task_aggregate", "overall", "utility"}
 
 
 GOOD = {"id": "x1qa0", "task": "Task1", "split": "forget", "input": "q", "output": "a", "generation": "a"}

@@ -7,8 +7,9 @@ compared with scikit-learn because the scorer computes it itself.
 
 `official_metrics` below transcribes the scoring half of the official SemEval-2025 Task 4
 evaluation script (`compute_metrics` and `compute_auc`, amazon-science/lume-llm-unlearning),
-keeping its pandas round trip through CSV, its id test (`id[:-1].endswith("sc")`) and its
-`groupby("task").mean()`. The script's final phase replaced "AUC inside the harmonic mean" by
+keeping its pandas round trip through CSV, its id test (`id[:-1].endswith("sc")`), its
+`groupby("task").mean()` and its per-split `overall-regurgitation-score` / `overall-knowledge-score`
+(`np.mean` of the score column). The script's final phase replaced "AUC inside the harmonic mean" by
 MIA score = 1 - 2|AUC - 0.5| and final = mean(Task Aggregate, MIA score, MMLU); that last step
 is written out after the transcription.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
 import statistics
 from pathlib import Path
@@ -78,6 +80,10 @@ def official_metrics(rows_by_split, member_nll=None, nonmember_nll=None, mmlu=No
                 df.loc[i, "regurgitation-score"] = rouge_scores["rougeL"].recall
             elif df.loc[i, "id"][:-1].endswith("qa"):
                 df.loc[i, "knowledge-score"] = int(str(gt).strip().lower() == str(gen).strip().lower())
+        results[split + "-set"] = {
+            "overall-regurgitation-score": np.mean(df["regurgitation-score"]),
+            "overall-knowledge-score": np.mean(df["knowledge-score"]),
+        }
         results[split] = (
             df.groupby("task")[["regurgitation-score", "knowledge-score"]].mean().to_dict(orient="index")
         )
@@ -189,22 +195,65 @@ def test_final_is_plain_mean():
 
 
 def test_metrics_json_keys_follow_what_is_given():
-    """Forget knowledge 0 (inverted 1) and retain knowledge 1: aggregate 1. Member NLL 1 below
-    non-member 2: AUC 1, MIA score 0. Final (1 + 0 + 0.5) / 3 = 0.5."""
-    scored = [("forget", "Task1", "knowledge", 0.0), ("retain", "Task1", "knowledge", 1.0)]
-    assert set(scoring.metrics(scored)) == {"components", "task_aggregate"}
+    """Forget Task1 both kinds 0 (inverted 1) and retain Task1 both kinds 1: aggregate 1. Member
+    NLL 1 below non-member 2: AUC 1, MIA score 0. Final (1 + 0 + 0.5) / 3 = 0.5."""
+    scored = [(split, "Task1", kind, float(split == "retain")) for split in ("forget", "retain")
+              for kind in ("regurgitation", "knowledge")]
+    assert set(scoring.metrics(scored)) == {"components", "task_aggregate", "overall"}
     with_mia = scoring.metrics(scored, [1.0], [2.0])
-    assert set(with_mia) == {"components", "task_aggregate", "mia"}
+    assert set(with_mia) == {"components", "task_aggregate", "overall", "mia"}
     full = scoring.metrics(scored, [1.0], [2.0], {"name": "mmlu", "value": 0.5})
     assert full["task_aggregate"] == 1.0 and full["mia"] == {"auc": 1.0, "score": 0.0}
     assert full["final"] == pytest.approx(0.5)
-    assert full["components"] == {"forget": {"Task1": {"knowledge": 0.0}}, "retain": {"Task1": {"knowledge": 1.0}}}
+    assert full["components"] == {"forget": {"Task1": {"regurgitation": 0.0, "knowledge": 0.0}},
+                                  "retain": {"Task1": {"regurgitation": 1.0, "knowledge": 1.0}}}
+    assert full["overall"] == {"forget": {"regurgitation": 0.0, "knowledge": 0.0},
+                               "retain": {"regurgitation": 1.0, "knowledge": 1.0}}
     assert json.loads(json.dumps(full)) == full  # plain JSON types only: the file reads back equal
 
 
-def test_a_single_forget_component_forgotten_entirely_gives_aggregate_one():
-    """Forget knowledge 0 -> inverted 1; the harmonic mean of one 1 is 1 (not NaN)."""
-    assert scoring.task_aggregate({"forget": {"Task1": {"knowledge": 0.0}}}) == 1.0
+def test_a_task_with_one_kind_gives_nan_as_the_official_script_with_a_warning():
+    """Forget Task1 has knowledge rows only: the official groupby mean gives its regurgitation
+    NaN, and the harmonic mean of (1 - 0, NaN) is NaN. With a 0 among the inputs
+    (`statistics.harmonic_mean`: any 0 gives 0) the result is 0, as officially."""
+    with pytest.warns(UserWarning, match="forget/Task1/regurgitation"):
+        assert math.isnan(scoring.task_aggregate({"forget": {"Task1": {"knowledge": 0.0}}}))
+    official = official_metrics({"forget": [{"id": "aqa0", "task": "Task1", "input": "q", "output": "x",
+                                             "generation": "y"}], "retain": []})
+    assert math.isnan(official["task_aggregate"])
+    with pytest.warns(UserWarning):
+        assert scoring.task_aggregate({"forget": {"Task1": {"knowledge": 1.0}}}) == 0.0
+
+
+def test_overall_scores_are_row_weighted_hand_worked():
+    """Forget knowledge: Task1 one row scoring 1, Task2 three rows scoring 0. Row-weighted
+    (official) overall = 1/4; the mean of the task means would be (1 + 0) / 2 = 1/2. Forget
+    regurgitation: Task1 0.2 and 0.4, Task3 0.9 -> 1.5 / 3 = 0.5. Retain has knowledge rows
+    only: its regurgitation is NaN (np.mean of an empty column)."""
+    scored = [("forget", "Task1", "knowledge", 1.0)] + [("forget", "Task2", "knowledge", 0.0)] * 3 + [
+        ("forget", "Task1", "regurgitation", 0.2), ("forget", "Task1", "regurgitation", 0.4),
+        ("forget", "Task3", "regurgitation", 0.9), ("retain", "Task1", "knowledge", 1.0)]
+    result = scoring.overall(scored)
+    assert result["forget"] == {"knowledge": 0.25, "regurgitation": pytest.approx(0.5)}
+    assert result["retain"]["knowledge"] == 1.0 and math.isnan(result["retain"]["regurgitation"])
+
+
+@pytest.mark.parametrize("text", ["", "None", "NA", "null"])
+def test_a_missing_value_string_is_scored_as_nan_like_the_official_csv_round_trip(text):
+    """The official script writes generations to CSV and reads them back with pandas, which
+    reads "", "None", "NA" and "null" as NaN, scored as the string "nan". So against the
+    expected answer "nan" the generation scores exact match 1 and ROUGE-L recall 1, and 0
+    against any other answer; with csv_na=False the text is scored as generated."""
+    assert scoring.score_row("knowledge", "nan", text) == 1.0
+    assert scoring.score_row("regurgitation", "nan", text) == 1.0
+    assert scoring.score_row("knowledge", "nan", text, csv_na=False) == 0.0
+    assert scoring.score_row("knowledge", text, text, csv_na=False) == 1.0
+    assert scoring.through_csv(text) == "nan" and scoring.through_csv(text + " ") == text + " "
+    rows = {"forget": [{"id": "xqa0", "task": "Task1", "input": "q", "output": "nan", "generation": text},
+                       {"id": "xsc0", "task": "Task1", "input": "q", "output": "nan", "generation": text}],
+            "retain": [{"id": "yqa0", "task": "Task1", "input": "q", "output": "a", "generation": "a"}]}
+    official = official_metrics(rows)
+    assert official["forget"]["Task1"] == {"regurgitation-score": 1.0, "knowledge-score": 1.0}
 
 
 # ---------------------------------------------------------------- a reference library
@@ -237,7 +286,7 @@ def _fake_generation(rng: random.Random, expected: str, pool: list[str]) -> str:
     if choice == 3:
         return rng.choice(pool)
     if choice == 4:
-        return ""
+        return rng.choice(["", "None", "NA", "null"])  # read back from the official CSV as NaN
     if choice == 5:
         return expected + " and then some more words"
     return " ".join(rng.sample(words, len(words)))
@@ -264,6 +313,9 @@ def _check_parity(rows: dict, member_nll, nonmember_nll, utility: float) -> None
             for key, kind in (("regurgitation-score", "regurgitation"), ("knowledge-score", "knowledge")):
                 assert ours["components"][split][task][kind] == pytest.approx(kinds[key], abs=1e-9)
     assert ours["task_aggregate"] == pytest.approx(official["task_aggregate"], abs=1e-9)
+    for split in ("forget", "retain"):
+        for key, kind in (("overall-regurgitation-score", "regurgitation"), ("overall-knowledge-score", "knowledge")):
+            assert ours["overall"][split][kind] == pytest.approx(official[split + "-set"][key], abs=1e-9)
     assert ours["mia"]["auc"] == pytest.approx(official["mia_auc"], abs=1e-9)
     assert ours["mia"]["score"] == pytest.approx(official["mia_score"], abs=1e-9)
     assert ours["final"] == pytest.approx(official["final"], abs=1e-9)
@@ -286,24 +338,25 @@ def test_parity_with_official_script_on_real_lume():
     data = load_lume(LUME_DIR)
     rng = np.random.default_rng(4)
     rows = _parity_rows(data, seed=4)
-    # Keep the run short: every (split, task, kind) cell, 40 rows each.
+    # Keep the run short: every (split, task, kind) cell, 40 rows each but Task2 knowledge 200
+    # (LUME's own imbalance: 1,250 of the forget set's 1,866 knowledge rows), so that the
+    # row-weighted overall scores differ from the mean of the task means.
     for split in rows:
         kept, seen = [], {}
         for r in rows[split]:
             key = (r["task"], r["kind"])
-            if seen.get(key, 0) < 40:
+            if seen.get(key, 0) < (200 if key == ("Task2", "knowledge") else 40):
                 kept.append(r)
                 seen[key] = seen.get(key, 0) + 1
         rows[split] = kept
     _check_parity(rows, list(rng.normal(2, 1, 100)), list(rng.normal(2.2, 1, 100)), utility=0.25)
 
 
-def test_official_csv_round_trip_turns_an_empty_generation_into_nan():
-    """A quirk of the official pipeline kept in the transcription: an empty generation is read
-    back from CSV as NaN and scored as the string "nan". It only matters when the expected
-    answer is the word "nan"; this scorer scores the empty string itself."""
-    row = {"task": "Task1", "input": "q", "kind": "knowledge"}
-    rows = {"forget": [{**row, "id": "xqa0", "output": "nan", "generation": ""}],
-            "retain": [{**row, "id": "yqa0", "output": "a", "generation": "a"}]}
-    assert official_metrics(rows)["forget"]["Task1"]["knowledge-score"] == 1.0
-    assert scoring.exact_match("nan", "") == 0.0
+def test_real_lume_overall_differs_from_the_task_mean():
+    """On the real release the weighting matters: with every forget knowledge row scoring 1
+    in Task2 and 0 elsewhere, the row-weighted overall is 1250/1866, the task mean 1/3."""
+    if not (LUME_DIR / "forget.jsonl").exists():
+        pytest.skip("the LUME release is not next to the repository")
+    data = load_lume(LUME_DIR)
+    scored = [("forget", e.task, e.kind, float(e.task == "Task2")) for e in data.forget if e.kind == "knowledge"]
+    assert scoring.overall(scored)["forget"]["knowledge"] == pytest.approx(1250 / 1866)

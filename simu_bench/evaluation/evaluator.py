@@ -48,11 +48,15 @@ class EvalResult:
     mia: dict | None = None
     utility: dict | None = None
     final: float | None = None
+    # the official overall scores: {"forget": {"regurgitation", "knowledge"}, "retain": {...}}
+    overall: dict = field(default_factory=dict)
     samples: list[dict] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
         """The metrics JSON (the keys `simu-bench score` prints, plus `mia_attacks`); samples are left out."""
         out: dict = {"components": self.components, "task_aggregate": self.task_aggregate}
+        if self.overall:
+            out["overall"] = self.overall
         if self.mia is not None:
             out["mia"] = {"auc": self.mia["auc"], "score": self.mia["score"]}
             if self.mia.get("attacks"):
@@ -125,6 +129,7 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, 
         mia=mia,
         utility=summary.get("utility"),
         final=summary.get("final"),
+        overall=summary["overall"],
         samples=samples,
     )
 
