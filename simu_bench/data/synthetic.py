@@ -79,7 +79,7 @@ class SyntheticConfig:
 
     documents_per_task: int = 6
     nonmember_documents: int = 18
-    world_facts: int = 24
+    world_facts: int = 120  # utility moves in steps of 1/120, fine enough to compare methods
 
     def __post_init__(self) -> None:
         for name, low in (("documents_per_task", 1), ("nonmember_documents", 1), ("world_facts", 0)):

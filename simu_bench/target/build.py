@@ -39,10 +39,13 @@ class TargetConfig:
     """Size and training recipe of the tiny target. The defaults are the embedded benchmark's."""
 
     vocab_size: int = 2048  # upper bound; a small corpus yields fewer BPE merges
-    hidden_size: int = 128
-    num_layers: int = 2
+    # Six layers, so that selective methods have layers to choose among (SIMU's premise: a few
+    # MLP units across many layers carry the forget set), kept narrow so that a run costs about
+    # what the earlier two-layer, 128-wide target cost.
+    hidden_size: int = 64
+    num_layers: int = 6
     num_heads: int = 4
-    intermediate_size: int = 512  # the MLP units SIMU attributes (the inputs of down_proj)
+    intermediate_size: int = 256  # the MLP units SIMU attributes (the inputs of down_proj)
     max_position_embeddings: int = 2048  # rotary, so long contexts cost no parameters
     max_epochs: int = 80
     batch_size: int = 16
