@@ -8,7 +8,7 @@ import transformers
 
 from simu_bench.data.pairing import IGNORE, collate
 from simu_bench.errors import UserError
-from simu_bench.simu.attribution import answer_log_prob, attribute, down_projections
+from simu_bench.simu.attribution import POSITIONS, answer_log_prob, attribute, down_projections, predicting_positions
 
 from simu_helpers import FAMILIES, LAYERS, UNITS, family_model
 from unlearn_helpers import tiny_data, tiny_model
@@ -19,9 +19,25 @@ def encoded(tokenizer, examples):
     return batch.input_ids, batch.attention_mask, batch.labels != IGNORE
 
 
-def reference_scores(model, tokenizer, examples, m):
+def chosen_positions(answer, positions):
+    """(batch, seq, 1) 0/1: where attribution scales. predicting: p with token p + 1 in the answer."""
+    if positions == "all":
+        return torch.ones(*answer.shape, 1, dtype=torch.float64)
+    where = torch.zeros(answer.shape, dtype=torch.float64)
+    where[:, :-1] = answer[:, 1:].double()
+    return where[..., None]
+
+
+def test_predicting_positions_are_the_ones_before_each_answer_token():
+    """Tokens [p p a a eos pad] with answer mask [0 0 1 1 1 0]: positions 1, 2, 3 predict a, a, eos."""
+    answer = torch.tensor([[False, False, True, True, True, False]])
+    assert predicting_positions(answer).tolist() == [[False, True, True, True, False, False]]
+
+
+def reference_scores(model, tokenizer, examples, m, positions="predicting"):
     """Integrated gradients the slow, obvious way: one forward + backward per (layer, step)."""
     ids, attention, answer = encoded(tokenizer, examples)
+    where = chosen_positions(answer, positions)
     projections = down_projections(model)
     scores = torch.zeros(len(projections), projections[0].units, dtype=torch.float64)
     for projection in projections:
@@ -30,7 +46,7 @@ def reference_scores(model, tokenizer, examples, m):
 
             def scale(module, args, alpha=k / m):
                 seen["a"] = args[0].detach()  # (batch, seq, d_ff), unscaled
-                seen["scaled"] = (args[0] * alpha).detach().requires_grad_(True)
+                seen["scaled"] = (args[0] * (1 + (alpha - 1) * where.to(args[0].dtype))).detach().requires_grad_(True)
                 return (seen["scaled"],)
 
             handle = projection.module.register_forward_pre_hook(scale)
@@ -39,7 +55,7 @@ def reference_scores(model, tokenizer, examples, m):
                 (grad,) = torch.autograd.grad(target, seen["scaled"])
             finally:
                 handle.remove()
-            scores[projection.layer] += (seen["a"] * grad).sum(dim=(0, 1)).double() / m
+            scores[projection.layer] += (seen["a"] * grad * where).sum(dim=(0, 1)).double() / m
     return scores
 
 
@@ -52,23 +68,39 @@ def test_every_family_matches_the_one_step_at_a_time_reference(family, tokenizer
     assert all(p.units == UNITS for p in projections)
     # GPT-2's Conv1D stores (in=d_ff, out=d_model): its units are rows, everyone else's columns.
     assert all(p.unit_dim == (0 if family == "gpt2" else 1) for p in projections)
-    scores = attribute(model, tokenizer, examples, m=3)
-    assert scores.shape == (LAYERS, UNITS) and scores.dtype == torch.float32
-    expected = reference_scores(model, tokenizer, examples, m=3)
-    assert expected.abs().max() > 0
-    torch.testing.assert_close(scores.double(), expected, rtol=1e-4, atol=1e-7)
+    assert POSITIONS[0] == "predicting"  # the default: the knowledge-neuron line of work
+    for positions in POSITIONS:
+        scores = attribute(model, tokenizer, examples, m=3, positions=positions)
+        assert scores.shape == (LAYERS, UNITS) and scores.dtype == torch.float32
+        expected = reference_scores(model, tokenizer, examples, m=3, positions=positions)
+        assert expected.abs().max() > 0
+        torch.testing.assert_close(scores.double(), expected, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(attribute(model, tokenizer, examples, m=3),
+                               attribute(model, tokenizer, examples, m=3, positions="predicting"))
 
 
-def test_scores_add_up_to_the_effect_of_zeroing_the_layer(tokenizer):
-    """Completeness: per layer, sum_j score[l, j] ~= target(x) - target(layer l's units = 0)."""
+def test_the_two_position_settings_give_different_scores(tokenizer):
+    """Scaling the prompt too changes what a unit is credited with: the scores differ."""
     model = tiny_model(tokenizer).double()
     examples = tiny_data().forget
-    scores = attribute(model, tokenizer, examples, m=24).double()
+    every = attribute(model, tokenizer, examples, m=3, positions="all")
+    predicting = attribute(model, tokenizer, examples, m=3, positions="predicting")
+    assert not torch.allclose(every, predicting, rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_scores_add_up_to_the_effect_of_zeroing_the_layer(tokenizer, positions):
+    """Completeness: per layer, sum_j score[l, j] ~= target(x) - target(layer l's units = 0 at
+    the scaled positions: the predicting ones, or all)."""
+    model = tiny_model(tokenizer).double()
+    examples = tiny_data().forget
+    scores = attribute(model, tokenizer, examples, m=24, positions=positions).double()
     ids, attention, answer = encoded(tokenizer, examples)
+    keep = 1 - chosen_positions(answer, positions)
     with torch.no_grad():
         full = answer_log_prob(model, ids, attention, answer)
         for projection in down_projections(model):
-            handle = projection.module.register_forward_pre_hook(lambda module, args: (args[0] * 0,))
+            handle = projection.module.register_forward_pre_hook(lambda module, args: (args[0] * keep,))
             try:
                 zeroed = answer_log_prob(model, ids, attention, answer)
             finally:
@@ -140,7 +172,7 @@ def test_unsupported_family_names_the_supported_ones(tokenizer):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"m": 0}, "m=0"), ({"m": 2.5}, "m=2.5"), ({"batch_size": 0}, "batch_size=0"),
-    ({"copies_per_pass": 0}, "copies_per_pass=0"),
+    ({"copies_per_pass": 0}, "copies_per_pass=0"), ({"positions": "prompt"}, "positions 'prompt'"),
 ])
 def test_bad_settings_are_user_errors(tokenizer, kwargs, message):
     with pytest.raises(UserError, match=message):

@@ -18,6 +18,22 @@ EOS (the prompt is masked out: the same tokens the GradDiff loss sees) of log p(
 summed over the examples of the set. A unit that
 supports the memorised answer therefore scores high (the loss would flip the sign).
 
+Which positions are scaled (`positions`):
+- `predicting` (the default): only the activations at the positions whose next token is an
+  answer token (the positions the target's log-probabilities are read at). This is what the
+  knowledge-neuron line of work that SIMU's attribution rests on does: Knowledge Neurons (Dai et
+  al., 2022, arXiv 2104.08696) scales the intermediate activation at the [MASK] position, the
+  one that predicts the answer, and DEPN (Wu et al., 2023, arXiv 2310.20138) attributes the
+  positions that predict the private tokens. The prompt's positions keep their activations, so a
+  unit scores by what it adds where the answer is produced.
+- `all`: every position of the sequence, the prompt included (the scale multiplies the whole
+  down-projection input). The scores then also credit a unit for how it shapes the prompt's
+  representation that later positions attend to.
+The SIMU paper (arXiv 2510.07822) says it scales "the activation" of each unit and does not say
+at which positions. On the embedded target the two give different masks (see README, "SIMU's
+attribution positions"), so the choice is an option and the default follows the cited line of
+work; `all` was this module's only behaviour before the option existed.
+
 Why one layer at a time: DESIGN §2 and Knowledge Neurons (Dai et al., 2022, arXiv 2104.08696)
 attribute layer l's units along a path on which only layer l moves; scaling every layer at
 once would measure a different path (later layers would see inputs already weakened by earlier
@@ -28,8 +44,8 @@ copy (l, k) scales layer l by k/m and leaves the other layers alone. At k = m no
 scaled, so that step is one shared copy for all layers: (m - 1) * L + 1 copies in all, run
 together in one forward and one backward (`copies_per_pass` splits them when memory is short).
 Per layer, a scale tensor `s` of shape (copies, d_ff) multiplies the down projection's input
-through a forward pre-hook; d target / d s[c, j] is exactly sum over positions of
-a[j] * d target / d(scaled a[j]) for copy c, so the backward pass hands back each copy's term of
+(at the chosen positions; the others pass unscaled) through a forward pre-hook; d target /
+d s[c, j] is exactly the sum over the chosen positions of a[j] * d target / d(scaled a[j]) for copy c, so the backward pass hands back each copy's term of
 the Riemann sum directly. Parameters are frozen during attribution, so the backward pass
 computes activation gradients only, and the output layer runs on answer positions only.
 Cost: (m - 1) * L + 1 forward + backward passes over the set (below m * L).
@@ -44,7 +60,10 @@ import torch
 from torch import nn
 
 from simu_bench.data.pairing import IGNORE, collate
-from simu_bench.errors import UserError
+from simu_bench.errors import UserError, did_you_mean
+
+# Which sequence positions attribution scales (see the module docstring); the first is the default.
+POSITIONS = ("predicting", "all")
 
 # model_type -> (where the decoder layers are, the down projection inside one layer).
 FAMILIES = {
@@ -137,8 +156,16 @@ def _copies(layers: int, m: int) -> list[tuple[int | None, float]]:
     return [(None, 1.0)] + [(layer, k / m) for layer in range(layers) for k in range(1, m)]
 
 
+def predicting_positions(answer: torch.Tensor) -> torch.Tensor:
+    """Bool (batch, seq): True at position p when token p + 1 is an answer token (p predicts it)."""
+    predicting = torch.zeros_like(answer)
+    predicting[:, :-1] = answer[:, 1:]
+    return predicting
+
+
 def attribute(model, tokenizer, examples: Sequence, *, m: int = 3, batch_size: int = 8,
-              copies_per_pass: int | None = None, max_length: int = 512) -> torch.Tensor:
+              copies_per_pass: int | None = None, max_length: int = 512,
+              positions: str = POSITIONS[0]) -> torch.Tensor:
     """Integrated-gradients scores of every MLP unit for `examples` (see the module docstring).
 
     Args:
@@ -150,13 +177,17 @@ def attribute(model, tokenizer, examples: Sequence, *, m: int = 3, batch_size: i
         batch_size: examples per pass; a pass holds batch_size x copies rows.
         copies_per_pass: at most this many copies per pass (default: all (m - 1) * L + 1).
         max_length: tokens per example, as in the unlearning run (`train.max_length`).
+        positions: "predicting" (scale only the positions that predict an answer token) or
+            "all" (every position, the prompt included); see the module docstring.
 
     Returns:
         float32 tensor (layers, d_ff), on the model's device: score[l, j] for unit j of layer l.
 
     Raises:
-        UserError: bad m / batch_size, an empty set, or an unsupported model family.
+        UserError: bad m / batch_size / positions, an empty set, or an unsupported model family.
     """
+    if positions not in POSITIONS:
+        raise UserError(f"attribution positions {positions!r} is unknown{did_you_mean(str(positions), POSITIONS)}")
     if not isinstance(m, int) or m < 1:
         raise UserError(f"attribution steps m={m!r}; expected an integer >= 1 (the paper uses 3 or 5)")
     if batch_size < 1 or (copies_per_pass is not None and copies_per_pass < 1):
@@ -174,6 +205,7 @@ def attribute(model, tokenizer, examples: Sequence, *, m: int = 3, batch_size: i
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     scales: dict[int, torch.Tensor | None] = {}
     rows_per_copy = [0]
+    where: list[torch.Tensor | None] = [None]  # (rows, seq) bool: the positions scaled; None: all
 
     def scale_input(projection: DownProjection):
         def hook(module, args):
@@ -182,8 +214,11 @@ def attribute(model, tokenizer, examples: Sequence, *, m: int = 3, batch_size: i
                 return None
             (x,) = args  # (copies * batch, seq, d_ff)
             copies_here = scale.shape[0]
-            shaped = x.view(copies_here, rows_per_copy[0], *x.shape[1:])
-            return ((shaped * scale[:, None, None, :].to(x.dtype)).view_as(x),)
+            shaped = x.view(copies_here, rows_per_copy[0], *x.shape[1:])  # (copies, rows, seq, d_ff)
+            factor = scale[:, None, None, :].to(x.dtype)  # (copies, 1, 1, d_ff)
+            if where[0] is not None:  # 1 + (s - 1) * [chosen]: unscaled elsewhere, same gradient at chosen
+                factor = 1 + (factor - 1) * where[0][None, :, :, None].to(x.dtype)
+            return ((shaped * factor).view_as(x),)
         return hook
 
     handles = [p.module.register_forward_pre_hook(scale_input(p)) for p in projections]
@@ -199,6 +234,7 @@ def attribute(model, tokenizer, examples: Sequence, *, m: int = 3, batch_size: i
                 ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
                 answer = (batch.labels != IGNORE).to(device)  # the tokens the GradDiff loss sees
                 rows_per_copy[0] = ids.shape[0]
+                where[0] = predicting_positions(answer) if positions == "predicting" else None
                 for chunk in chunks:
                     _attribute_pass(model, projections, chunk, scales, scores, m, ids, attention, answer)
     finally:

@@ -4,7 +4,9 @@ Paper: SIMU: Selective Influence Machine Unlearning (Agarwal, Pamnani, Hakkani-T
 COML workshop; arXiv 2510.07822), on top of SO-GradDiff (SOUL, arXiv 2404.18239).
 
 1. `prepare`: integrated-gradients scores of every MLP unit for the forget and the retain set
-   (`simu_bench.simu.attribution`), then the critical-neuron mask (`simu_bench.simu.masks`):
+   (`simu_bench.simu.attribution`; `options.positions`: scale the positions that predict an
+   answer token, as the knowledge-neuron line of work does, or every position), then the
+   critical-neuron mask (`simu_bench.simu.masks`):
    C_f, C_r and the units the strategy keeps (`dual`: all of C_f; `forget_only`: C_f - C_r).
    A mask saved by an earlier run (`options.mask_path`) replaces this step.
 2. Training: loss = -CE(forget) + gamma * CE(retain), SophiaG (SOUL's step). Trained: every
@@ -44,6 +46,10 @@ class SimuOptions:
     m: int = setting(3, ge=1, doc="integrated-gradients steps from zero to the activation")
     strategy: str = setting("dual", choices=STRATEGIES, doc="dual: all of C_f | forget_only: C_f minus C_r")
     mode: str = setting("threshold", choices=MODES, doc="threshold (score >= t * layer max) | top_fraction")
+    positions: str = setting(
+        attribution.POSITIONS[0], choices=attribution.POSITIONS,
+        doc="attribution scales the positions that predict an answer token (predicting) or every position (all)",
+    )
     attribution_batch_size: int = setting(8, ge=1, doc="examples per attribution pass (times (m-1)*L+1 copies)")
     copies_per_pass: int | None = setting(None, ge=1, doc="split the attribution copies over passes to save memory")
     mask_path: str | None = setting(None, doc="load this mask.safetensors instead of computing one")
@@ -81,6 +87,7 @@ class Simu(Unlearner):
                 batch_size=self.options.attribution_batch_size,
                 copies_per_pass=self.options.copies_per_pass,
                 max_length=self.config.train.max_length,
+                positions=self.options.positions,
             )
             forget = attribution.attribute(model, tokenizer, data.forget, **kwargs)
             retain = attribution.attribute(model, tokenizer, data.retain, **kwargs)
@@ -157,6 +164,7 @@ class Simu(Unlearner):
                 "mode": self.mask.mode,
                 "t": self.mask.t,
                 "m": self.mask.m,
+                "positions": None if self.options.mask_path else self.options.positions,
                 "family": self.mask.family,
                 "loaded_from": self.options.mask_path,
                 "selected": int(self.mask.selected.sum()),
