@@ -45,7 +45,8 @@ scaled, so that step is one shared copy for all layers: (m - 1) * L + 1 copies i
 together in one forward and one backward (`copies_per_pass` splits them when memory is short).
 Per layer, a scale tensor `s` of shape (copies, d_ff) multiplies the down projection's input
 (at the chosen positions; the others pass unscaled) through a forward pre-hook; d target /
-d s[c, j] is exactly the sum over the chosen positions of a[j] * d target / d(scaled a[j]) for copy c, so the backward pass hands back each copy's term of
+d s[c, j] is exactly the sum over the chosen positions of a[j] * d target / d(scaled a[j]) for
+copy c, so the backward pass hands back each copy's term of
 the Riemann sum directly. Parameters are frozen during attribution, so the backward pass
 computes activation gradients only, and the output layer runs on answer positions only.
 Cost: (m - 1) * L + 1 forward + backward passes over the set (below m * L).
