@@ -1,7 +1,8 @@
 """Contract of every registered method, parametrised over the live registry.
 
 Each method builds from its shipped config, runs two optimizer steps on a tiny model that has
-memorised the tiny data set, changes only what it may change (its trainable parameters, and
+memorised the tiny data set (none for a method that does not train, `Unlearner.trains`, which
+changes the model in `prepare`), changes only what it may change (its trainable parameters, and
 within them only unmasked coordinates) and raises the forget NLL.
 """
 
@@ -59,7 +60,7 @@ def test_method_contract(memorised, method):
     assert unlearner.name == method and unlearner.paper
     nll_before = forget_nll(model, tok, data)
     result = loop.run(unlearner, model, tok, data, seed=0, progress=False, callbacks=[Spy()])
-    assert result.status == "ok" and result.steps == 2, result.message
+    assert result.status == "ok" and result.steps == (2 if unlearner.trains else 0), result.message
 
     trained, optimizer = seen["trained"], seen["optimizer"]
     assert trained, "a method must train something"
@@ -82,7 +83,7 @@ def test_method_contract(memorised, method):
 
 def test_unknown_method_lists_the_available_ones():
     with pytest.raises(
-        UserError, match=r"unknown method 'fo_gradif' \(did you mean 'fo_graddiff'\?\); available: .*so_graddiff"
+        UserError, match=r"unknown method 'fo_gradif' \(did you mean 'fo_graddiff'\?\); .*so_graddiff"
     ):
         registry.get("fo_gradif")
 

@@ -3,7 +3,9 @@
 Each forget example is paired with a random retain example; both are tokenised the way the
 target was trained, ``input + " " + output + eos``, with the prompt tokens masked out of the
 labels (-100) so that losses cover the answer (and its eos) only. Batches are right-padded.
-All randomness comes from one seeded ``torch.Generator`` owned by the caller.
+All randomness comes from one seeded ``torch.Generator`` owned by the caller. A method without a
+retain term (gradient ascent) may run on an empty retain set: its batches then have
+``retain=None``.
 """
 
 from __future__ import annotations
@@ -22,14 +24,21 @@ IGNORE = -100  # label of tokens that no loss sees (prompt, padding)
 
 @dataclass
 class Encoded:
-    """A right-padded batch: all tensors (batch, seq)."""
+    """A right-padded batch: all tensors (batch, seq).
+
+    ``answer_tokens`` is set on one process's slice of a micro-batch split across processes:
+    the answer-token count of the whole micro-batch, which `answer_nll` divides by instead of
+    taking the mean over the slice (`simu_bench.unlearning.distributed`). None in one process.
+    """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
+    answer_tokens: int | None = None
 
     def to(self, device) -> "Encoded":
-        return Encoded(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels)))
+        moved = (t.to(device) for t in (self.input_ids, self.attention_mask, self.labels))
+        return Encoded(*moved, answer_tokens=self.answer_tokens)
 
 
 @dataclass
@@ -37,12 +46,12 @@ class PairedBatch:
     """``forget[i]`` is paired with ``retain[i]``; the examples are kept for hooks."""
 
     forget: Encoded
-    retain: Encoded
+    retain: Encoded | None  # None when the run has no retain set (methods without a retain term)
     forget_examples: tuple[Example, ...] = ()
     retain_examples: tuple[Example, ...] = ()
 
-    def parts(self) -> tuple[Encoded, Encoded]:
-        return self.forget, self.retain
+    def parts(self) -> tuple[Encoded, ...]:
+        return (self.forget,) if self.retain is None else (self.forget, self.retain)
 
 
 def encode_example(tokenizer, example: Example, max_length: int) -> tuple[list[int], list[int]]:
@@ -92,19 +101,22 @@ def collate(tokenizer, examples: Sequence[Example], max_length: int) -> Encoded:
 
 
 def pair(
-    forget: Sequence[Example], retain: Sequence[Example], generator: torch.Generator
-) -> list[tuple[Example, Example]]:
+    forget: Sequence[Example], retain: Sequence[Example], generator: torch.Generator, *, need_retain: bool = True
+) -> list[tuple[Example, Example | None]]:
     """Shuffle the forget examples and give each a random retain partner.
 
     Partners are drawn without replacement while the retain set lasts (a fresh permutation
     every ``len(retain)`` pairs), so a 1:1 forget/retain split uses every retain example once.
+    With ``need_retain=False`` an empty retain set is allowed and every partner is None.
     """
-    if not forget or not retain:
+    if not forget or (need_retain and not retain):
         raise UserError(
             f"unlearning needs forget and retain examples; got {len(forget)} forget and "
             f"{len(retain)} retain; check the data directory"
         )
     order = torch.randperm(len(forget), generator=generator).tolist()
+    if not retain:
+        return [(forget[i], None) for i in order]
     rounds = math.ceil(len(forget) / len(retain))
     partners = torch.cat([torch.randperm(len(retain), generator=generator) for _ in range(rounds)]).tolist()
     return [(forget[i], retain[partners[k]]) for k, i in enumerate(order)]
@@ -118,11 +130,12 @@ def batches(
     batch_size: int,
     max_length: int,
     generator: torch.Generator,
+    need_retain: bool = True,
 ) -> Iterator[PairedBatch]:
-    """One epoch of paired batches (the last one may be smaller)."""
-    pairs = pair(forget, retain, generator)
+    """One epoch of paired batches (the last one may be smaller); see `pair` for ``need_retain``."""
+    pairs = pair(forget, retain, generator, need_retain=need_retain)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         f = tuple(p[0] for p in chunk)
-        r = tuple(p[1] for p in chunk)
-        yield PairedBatch(collate(tokenizer, f, max_length), collate(tokenizer, r, max_length), f, r)
+        r = tuple(p[1] for p in chunk if p[1] is not None)
+        yield PairedBatch(collate(tokenizer, f, max_length), collate(tokenizer, r, max_length) if r else None, f, r)

@@ -12,6 +12,15 @@ C_f comes from the forget set's scores and C_r from the retain set's. The strate
 
 A `CriticalMask` keeps C_f, C_r, the selection and the scores, reports counts per layer, and is
 saved as safetensors with its settings in the metadata, so that a run can be repeated from it.
+
+Variants of the selection (the `random_mask` control and `simu_soft`):
+- `random_selection`: per layer, as many units as the attribution selected, drawn uniformly at
+  random (seeded): the same sparsity without the attribution. The mask keeps the attribution's
+  C_f and C_r, so a random mask and SIMU's can be compared unit by unit (``selection`` says
+  which one ``selected`` is).
+- `soft_weights`: instead of 0/1, each selected unit's update is scaled by its normalised
+  forget attribution, w[l, j] = clamp(s_f[l, j] / max_j s_f[l, j], 0, 1), and a dual unit's
+  (in C_f and C_r) weight is further multiplied by ``dual_factor``; unselected units get 0.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import torch
 from simu_bench.errors import UserError
 
 STRATEGIES = ("dual", "forget_only")
+SELECTIONS = ("attribution", "random")  # how `selected` was drawn: SIMU's cut, or the random control
 MODES = ("threshold", "top_fraction")
 FORMAT = "simu-bench critical mask v1"
 
@@ -69,6 +79,7 @@ class CriticalMask:
     m: int
     family: str
     scores: dict[str, torch.Tensor] = field(default_factory=dict)  # "forget"/"retain" -> (layers, d_ff)
+    selection: str = "attribution"  # one of SELECTIONS
 
     @property
     def dual(self) -> torch.Tensor:
@@ -109,6 +120,7 @@ class CriticalMask:
             "t": repr(float(self.t)),
             "m": str(self.m),
             "family": self.family,
+            "selection": self.selection,
         }
         temporary = path.with_name(path.name + ".tmp")
         save_file(tensors, str(temporary), metadata=metadata)
@@ -153,6 +165,7 @@ class CriticalMask:
             m=int(metadata["m"]),
             family=metadata["family"],
             scores={key.split(".", 1)[1]: value for key, value in tensors.items() if key.startswith("scores.")},
+            selection=metadata.get("selection", "attribution"),
         )
 
 
@@ -187,3 +200,21 @@ def build_mask(
         family,
         scores={"forget": forget_scores.detach().float().cpu(), "retain": retain_scores.detach().float().cpu()},
     )
+
+
+def random_selection(selected: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Bool (layers, d_ff): in each layer, as many units as ``selected`` has there, drawn at random."""
+    chosen = torch.zeros_like(selected, dtype=torch.bool)
+    for layer in range(selected.shape[0]):
+        count = int(selected[layer].sum())
+        if count:
+            chosen[layer, torch.randperm(selected.shape[1], generator=generator)[:count]] = True
+    return chosen
+
+
+def soft_weights(mask: CriticalMask, dual_factor: float) -> torch.Tensor:
+    """Float (layers, d_ff) in [0, 1]: each selected unit's share of its update (see the module doc)."""
+    forget = mask.scores["forget"].float()  # (layers, d_ff)
+    best = forget.max(dim=1, keepdim=True).values.clamp(min=torch.finfo(torch.float32).tiny)
+    weights = (forget / best).clamp(0, 1) * mask.selected
+    return torch.where(mask.dual, weights * dual_factor, weights)

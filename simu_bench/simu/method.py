@@ -17,6 +17,18 @@ COML workshop; arXiv 2510.07822), on top of SO-GradDiff (SOUL, arXiv 2404.18239)
    x = M * x_new + (1 - M) * x_old, so frozen coordinates keep their values bit for bit and
    weight decay never moves them; their gradients are also zeroed before clipping, so that
    the clipped norm is the norm of what trains.
+
+Variants, each registered under its own name with its own YAML (the class is the same):
+- ``loss: npo | simnpo`` (`simu_npo`, `simu_simnpo`): the mask is independent of the loss, so
+  SIMU's mask can train NPO's or SimNPO's loss (`simu_bench.unlearning.losses`; ``gamma`` is
+  then the retain weight alpha; NPO keeps a frozen reference model).
+- ``selection: random`` (`random_mask`): the control for attribution vs sparsity: the selected
+  units are replaced by as many random units per layer (seeded by ``mask_seed``, or by the run's
+  seed when null); the mask is saved in SIMU's format with ``selection: random``.
+- ``weighting: soft`` (`simu_soft`, the paper's "soft or weighted masking" future work): M[l, j]
+  is the selected unit's normalised forget attribution, dual units times ``dual_factor``
+  (`simu_bench.simu.masks.soft_weights`), so each unit's update is scaled rather than gated.
+A mask loaded from ``mask_path`` is used as saved (its selection is not redrawn).
 """
 
 from __future__ import annotations
@@ -29,10 +41,21 @@ import torch
 
 from simu_bench.errors import UserError
 from simu_bench.simu import attribution
-from simu_bench.simu.masks import MODES, STRATEGIES, CriticalMask, build_mask
+from simu_bench.simu.masks import (
+    MODES,
+    SELECTIONS,
+    STRATEGIES,
+    CriticalMask,
+    build_mask,
+    random_selection,
+    soft_weights,
+)
 from simu_bench.unlearning import losses
 from simu_bench.unlearning.config import setting
 from simu_bench.unlearning.unlearner import Unlearner
+
+LOSSES = ("graddiff", "npo", "simnpo")
+WEIGHTINGS = ("hard", "soft")
 
 
 @dataclass
@@ -53,6 +76,14 @@ class SimuOptions:
     attribution_batch_size: int = setting(8, ge=1, doc="examples per attribution pass (times (m-1)*L+1 copies)")
     copies_per_pass: int | None = setting(None, ge=1, doc="split the attribution copies over passes to save memory")
     mask_path: str | None = setting(None, doc="load this mask.safetensors instead of computing one")
+    loss: str = setting("graddiff", choices=LOSSES, doc="graddiff | npo | simnpo (gamma is the retain weight)")
+    beta: float = setting(0.1, gt=0.0, doc="npo / simnpo: inverse temperature")
+    delta: float = setting(0.0, doc="simnpo: reward margin")
+    forget_weight: float = setting(1.0, gt=0.0, doc="npo / simnpo: weight of the forget term")
+    selection: str = setting("attribution", choices=SELECTIONS, doc="attribution | random (same count per layer)")
+    mask_seed: int | None = setting(None, ge=0, doc="random selection: its seed; null: the run's seed")
+    weighting: str = setting("hard", choices=WEIGHTINGS, doc="hard (0/1) | soft (normalised attribution)")
+    dual_factor: float = setting(0.5, ge=0.0, le=1.0, doc="soft weighting: factor on dual units")
 
 
 class Simu(Unlearner):
@@ -68,6 +99,7 @@ class Simu(Unlearner):
                 f"{config.source or 'simu config'}: optimizer.name: got {config.optimizer.name!r}, "
                 f"expected 'sophiag' (SIMU masks SophiaG's momentum, curvature and weights)"
             )
+        self.uses_reference = self.options.loss == "npo"  # NPO compares with the frozen model
         self.mask: CriticalMask | None = None
         self.attribution_seconds = 0.0
         self._projections: list[attribution.DownProjection] = []
@@ -100,6 +132,13 @@ class Simu(Unlearner):
                 m=self.options.m,
                 family=attribution.model_family(model),
             )
+            if self.options.selection == "random":
+                seed = self.options.mask_seed if self.options.mask_seed is not None else torch.initial_seed()
+                self.mask.selected = random_selection(self.mask.selected, torch.Generator().manual_seed(seed))
+                self.mask.selection = "random"
+        if self.options.weighting == "soft" and "forget" not in self.mask.scores:
+            raise UserError(f"options.mask_path {self.options.mask_path}: the mask has no forget scores, which "
+                            f"weighting: soft needs; use a mask saved by a SIMU run, or weighting: hard")
         self.attribution_seconds = time.perf_counter() - started
 
     def _check_loaded(self, model) -> None:
@@ -126,13 +165,15 @@ class Simu(Unlearner):
         attention_name = attribution.ATTENTION[family]
         chosen = []
         self._unit_masks = []
+        hard = self.options.weighting == "hard"
+        weights = self.mask.selected if hard else soft_weights(self.mask, self.options.dual_factor)
         for index, layer in enumerate(model.get_submodule(layers_path)):
             attention = layer.get_submodule(attention_name)
             for module in attention.modules():  # projections only: OLMo-2's q/k norms stay frozen
                 if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
                     chosen.extend(module.parameters(recurse=False))
             projection = self._projections[index]
-            units = self.mask.selected[index].to(projection.weight.device)  # (d_ff,) bool
+            units = weights[index].to(projection.weight.device)  # (d_ff,): bool, or float in [0, 1] when soft
             if units.any():
                 # (1, d_ff) selects columns of a Linear (d_model, d_ff); (d_ff, 1) rows of a Conv1D.
                 shape = (1, -1) if projection.unit_dim == 1 else (-1, 1)
@@ -142,7 +183,14 @@ class Simu(Unlearner):
         return [(names[id(p)], p) for p in chosen]
 
     def loss(self, model, batch):
-        return losses.graddiff(model, batch, self.options.gamma)
+        options = self.options
+        if options.loss == "graddiff":
+            return losses.graddiff(model, batch, options.gamma)
+        if options.loss == "npo":
+            forget = losses.npo(model, self.reference, batch.forget, options.beta)
+        else:
+            forget = losses.simnpo(model, batch.forget, options.beta, options.delta)
+        return options.forget_weight * forget + options.gamma * losses.answer_nll(model, batch.retain)
 
     def on_train_start(self, state) -> None:
         for weight, units in self._unit_masks:
@@ -167,6 +215,8 @@ class Simu(Unlearner):
                 "positions": None if self.options.mask_path else self.options.positions,
                 "family": self.mask.family,
                 "loaded_from": self.options.mask_path,
+                "selection": self.mask.selection,
+                "weighting": self.options.weighting,
                 "selected": int(self.mask.selected.sum()),
                 "forget_critical": int(self.mask.forget_critical.sum()),
                 "retain_critical": int(self.mask.retain_critical.sum()),
@@ -174,5 +224,6 @@ class Simu(Unlearner):
                 "fraction_selected": float(self.mask.selected.sum()) / units,
                 "per_layer": report,
             },
+            "loss": self.options.loss,
             "attribution_seconds": round(self.attribution_seconds, 3),
         }

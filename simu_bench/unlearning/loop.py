@@ -6,6 +6,11 @@ Epochs over the forget examples, each paired with a seeded random retain example
 with warm-up. Hook objects (the unlearner first, then optimizer hooks such as Sophia-G's
 curvature refresh, then the caller's callbacks) are called at the points named in `HOOKS`.
 
+A method that needs a retain set refuses a run without one, and a method with a frozen reference
+model refuses a model whose copy would not fit in the device's free memory (`check_copy_fits`),
+both with a `UserError` before anything changes. A method with ``trains = False`` changes the
+model in ``prepare`` and runs no step.
+
 Divergence guard: a NaN/Inf loss or gradient norm stops the run before the optimizer steps on
 it; the result says ``status="diverged"`` with a message and the model is left as it is (the
 caller decides what to do with it). Nothing is raised for that case.
@@ -26,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from simu_bench.data import pairing
+from simu_bench.errors import UserError
 from simu_bench.unlearning.optimizers import optimizer_hooks
 from simu_bench.unlearning.unlearner import LoopState, Unlearner
 
@@ -60,6 +66,34 @@ def count_steps(n_forget: int, train) -> int:
     micro = math.ceil(n_forget / train.batch_size)
     total = train.epochs * math.ceil(micro / train.grad_accum_steps)
     return min(total, train.max_steps) if train.max_steps else total
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Free bytes on ``device``: CUDA's free memory, or the OS's MemAvailable; None when unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_copy_fits(model: torch.nn.Module, name: str) -> None:
+    """Raise `UserError` when a frozen copy of ``model`` would not fit in its device's free memory."""
+    device = next(model.parameters()).device
+    needed = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    free = available_memory(device)
+    if free is not None and needed > free:
+        gib = 2**30
+        raise UserError(
+            f"{name} keeps a frozen copy of the model as its reference: it needs {needed / gib:.2f} GiB more "
+            f"on {device}, and {free / gib:.2f} GiB is free; free memory, use a smaller model or a larger "
+            f"device, or choose a method without a reference model"
+        )
 
 
 def run(
@@ -106,8 +140,15 @@ class Session:
         self.train_cfg = unlearner.config.train
         self.device = next(model.parameters()).device
         self.losses: list[float] = []
+        if unlearner.uses_retain and not data.retain:
+            raise UserError(
+                f"{unlearner.name} needs a retain set (its loss has a retain term) and the data has "
+                f"{len(data.retain)} retain examples; add retain rows to the data, or choose a method "
+                f"without a retain term (grad_ascent)"
+            )
         if unlearner.uses_reference:
             # The model as it was before unlearning, frozen: created only for methods that ask.
+            check_copy_fits(model, unlearner.name)
             unlearner.reference = copy.deepcopy(model).eval().requires_grad_(False)
         unlearner.prepare(model, tokenizer, data)
         named = list(unlearner.parameters_to_train(model))
@@ -130,6 +171,8 @@ class Session:
         """All epochs; return (status, message)."""
         train, state = self.train_cfg, self.state
         name = self.unlearner.name
+        if not self.unlearner.trains:  # the model was changed in prepare
+            return "ok", ""
         with tqdm(total=state.total_steps, desc=name, disable=not progress, leave=False) as bar:
             for epoch in range(train.epochs):
                 state.epoch = epoch
@@ -137,6 +180,7 @@ class Session:
                 stream = pairing.batches(
                     state.tokenizer, self.data.forget, self.data.retain,
                     batch_size=train.batch_size, max_length=train.max_length, generator=state.generator,
+                    need_retain=self.unlearner.uses_retain,
                 )
                 for index, batch in enumerate(stream):
                     group.append(batch)
@@ -161,7 +205,8 @@ class Session:
         advice = "the model is left as after the previous step; lower optimizer.lr or gamma"
         for batch in group:
             if self.device.type != "cpu":
-                batch = pairing.PairedBatch(batch.forget.to(self.device), batch.retain.to(self.device),
+                retain = None if batch.retain is None else batch.retain.to(self.device)
+                batch = pairing.PairedBatch(batch.forget.to(self.device), retain,
                                             batch.forget_examples, batch.retain_examples)
             state.batch = batch
             loss = unlearner.loss(state.model, batch) / len(group)

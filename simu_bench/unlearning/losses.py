@@ -5,6 +5,8 @@
   gradients (NPO-style losses compare it with a reference model); `sequence_nll` the mean
   per answer token.
 - `graddiff`: GradDiff = -CE(forget) + gamma * CE(retain).
+- `npo`, `simnpo`, `dpo`: the preference-style forget terms (NPO, SimNPO, DPO) over per-sequence
+  log-probabilities; `reference_log_prob` is log pi_ref(y|x) of the frozen model, without gradients.
 - `sampled_label_loss`: CE against labels sampled from the model's own logits, whose gradient
   feeds Sophia-G's Gauss-Newton-Bartlett curvature estimate.
 """
@@ -23,9 +25,18 @@ def _logits(model: torch.nn.Module, batch: Encoded) -> torch.Tensor:
 
 
 def answer_nll(model: torch.nn.Module, batch: Encoded) -> torch.Tensor:
-    """Mean next-token cross-entropy over all answer tokens of the batch (a scalar)."""
+    """Mean next-token cross-entropy over all answer tokens of the batch (a scalar).
+
+    On one process's slice of a micro-batch split across processes (``batch.answer_tokens``
+    set): the sum over the slice divided by the whole micro-batch's answer-token count, so that
+    the processes' values add up to the mean over the micro-batch.
+    """
     logits = _logits(model, batch)
     targets = batch.labels[:, 1:]  # (batch, seq - 1)
+    if batch.answer_tokens is not None:
+        summed = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                 ignore_index=IGNORE, reduction="sum")
+        return summed / max(batch.answer_tokens, 1)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE)
 
 
@@ -58,6 +69,40 @@ def example_nll(model: torch.nn.Module, batch: Encoded) -> torch.Tensor:
 def graddiff(model: torch.nn.Module, batch: PairedBatch, gamma: float) -> torch.Tensor:
     """GradDiff: -CE(forget) + gamma * CE(retain); minimising it ascends on the forget set."""
     return -answer_nll(model, batch.forget) + gamma * answer_nll(model, batch.retain)
+
+
+@torch.no_grad()
+def reference_log_prob(reference: torch.nn.Module, batch: Encoded) -> torch.Tensor:
+    """log pi_ref(y|x) per example under the frozen ``reference`` model, shape (batch,), no gradients."""
+    return sequence_log_prob(reference, batch)
+
+
+def npo(model: torch.nn.Module, reference: torch.nn.Module, forget: Encoded, beta: float) -> torch.Tensor:
+    """NPO's forget term: -(2/beta) * mean over examples of log sigmoid(-beta * (log pi(y|x) - log pi_ref(y|x))).
+
+    At the start (pi = pi_ref) it is (2/beta) * log 2 and its gradient is that of gradient
+    ascent on the summed answer log-prob; it flattens as the forget answers become unlikely.
+    """
+    log_ratio = sequence_log_prob(model, forget) - reference_log_prob(reference, forget)  # (batch,)
+    return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
+
+
+def simnpo(model: torch.nn.Module, forget: Encoded, beta: float, delta: float) -> torch.Tensor:
+    """SimNPO's forget term: -(2/beta) * mean of log sigmoid(-(beta/|y|) * log pi(y|x) - delta).
+
+    (1/|y|) log pi(y|x) is minus the mean answer-token NLL, so the argument is beta * NLL - delta;
+    no reference model.
+    """
+    return -(2.0 / beta) * F.logsigmoid(beta * sequence_nll(model, forget) - delta).mean()
+
+
+def dpo(model: torch.nn.Module, reference: torch.nn.Module, preferred: Encoded, rejected: Encoded,
+        beta: float) -> torch.Tensor:
+    """DPO with open-unlearning's scale: -(2/beta) * mean of log sigmoid(beta * (r_w - r_l)),
+    r = log pi(y|x) - log pi_ref(y|x) of the preferred (w) and the rejected (l) answer of each prompt."""
+    win = sequence_log_prob(model, preferred) - reference_log_prob(reference, preferred)
+    lose = sequence_log_prob(model, rejected) - reference_log_prob(reference, rejected)
+    return -(2.0 / beta) * F.logsigmoid(beta * (win - lose)).mean()
 
 
 def sampled_label_loss(model: torch.nn.Module, batch: Encoded, generator: torch.Generator) -> torch.Tensor:

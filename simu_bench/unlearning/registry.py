@@ -25,6 +25,20 @@ METHODS: dict[str, tuple[str, str]] = {
     "fo_graddiff": ("simu_bench.baselines.graddiff:GradDiff", "simu_bench.baselines:fo_graddiff.yaml"),
     "so_graddiff": ("simu_bench.baselines.graddiff:GradDiff", "simu_bench.baselines:so_graddiff.yaml"),
     "simu": ("simu_bench.simu.method:Simu", "simu_bench.simu:simu.yaml"),
+    "grad_ascent": ("simu_bench.baselines.grad_ascent:GradAscent", "simu_bench.baselines:grad_ascent.yaml"),
+    "npo": ("simu_bench.baselines.npo:Npo", "simu_bench.baselines:npo.yaml"),
+    "simnpo": ("simu_bench.baselines.simnpo:SimNpo", "simu_bench.baselines:simnpo.yaml"),
+    "rmu": ("simu_bench.baselines.rmu:Rmu", "simu_bench.baselines:rmu.yaml"),
+    "idk_dpo": ("simu_bench.baselines.idk_dpo:IdkDpo", "simu_bench.baselines:idk_dpo.yaml"),
+    "wagle": ("simu_bench.baselines.wagle:Wagle", "simu_bench.baselines:wagle.yaml"),
+    "selective_pruning": (
+        "simu_bench.baselines.selective_pruning:SelectivePruning", "simu_bench.baselines:selective_pruning.yaml"
+    ),
+    # SIMU's mask with another selection, weighting or loss: one class, one YAML each.
+    "random_mask": ("simu_bench.simu.method:Simu", "simu_bench.simu:random_mask.yaml"),
+    "simu_soft": ("simu_bench.simu.method:Simu", "simu_bench.simu:simu_soft.yaml"),
+    "simu_npo": ("simu_bench.simu.method:Simu", "simu_bench.simu:simu_npo.yaml"),
+    "simu_simnpo": ("simu_bench.simu.method:Simu", "simu_bench.simu:simu_simnpo.yaml"),
 }
 ENTRY_POINT_GROUP = "simu_bench.methods"
 

@@ -56,6 +56,10 @@ class Unlearner:
         Options: a dataclass of the method's own settings (the ``options`` block of its YAML).
         uses_reference: True makes the loop keep a frozen copy of the model before unlearning
             in ``self.reference`` (NPO-style losses); it costs one more model in memory.
+        uses_retain: False lets the method run on an empty retain set (its batches then have
+            ``retain=None``); True (the default) makes the loop refuse a run without one.
+        trains: False for a method that changes the model in ``prepare`` only (pruning): the
+            loop then runs no optimizer step; ``parameters_to_train`` names what it changed.
 
     ``name`` is the registry key the method runs under (``config.method``): one class may be
     registered under several names with different YAMLs (FO- and SO-GradDiff).
@@ -64,6 +68,8 @@ class Unlearner:
     paper: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     uses_reference: ClassVar[bool] = False
+    uses_retain: ClassVar[bool] = True
+    trains: ClassVar[bool] = True
 
     def __init__(self, config: UnlearnConfig):
         self.config = config
