@@ -304,4 +304,9 @@ def test_public_lume_subset_keeps_documents_whole(lume):
     used = members | {source[row["id"]].document_id for row in subset["retain"]}
     held_out = [row["id"] for row in subset["nonmember"]]
     assert len(held_out) == 9 and not used & set(held_out)
-    assert subset["world_facts"] == []
+    # the utility measure: the embedded world facts, none of whose answers is a LUME answer
+    assert len(subset["world_facts"]) == 120 and subset["world_facts"] == subset_lume(lume, 3, seed=0)["world_facts"]
+    assert all(row["id"].startswith("world") and row["id"].endswith("qa0") for row in subset["world_facts"])
+    answers = {e.output.strip().lower() for e in lume.forget + lume.retain}
+    assert not answers & {row["output"].strip().lower() for row in subset["world_facts"]}
+    assert subset_lume(lume, docs_per_task=3, seed=0, facts=0)["world_facts"] == []

@@ -4,6 +4,12 @@ The full LUME release is far too large for a ~1M-parameter model to memorise on 
 `subset_lume` keeps N documents per task and split. A document is every row that shares an id
 prefix (`Example.document_id`: one sc row and its questions), so a chosen document keeps all its
 rows. Documents left over in either split become the held-out non-members for the MIA.
+
+Real LUME has no utility questions (the official utility is MMLU, which says nothing about a
+~1M-parameter model), so the subset gets the embedded benchmark's world facts
+(`simu_bench.data.synthetic`: short questions about an invented world, none of whose words
+occur in LUME): the tiny target memorises them along with the LUME rows, and their exact match
+after unlearning is the utility, named `world_facts`, that makes a final score possible.
 """
 
 from __future__ import annotations
@@ -33,7 +39,19 @@ def _row(example: Example) -> dict:
     return {"id": example.id, "input": example.input, "output": example.output, "task": example.task}
 
 
-def subset_lume(data: LumeData, docs_per_task: int, seed: int) -> dict[str, list[dict]]:
+def world_facts(count: int, seed: int) -> list[dict]:
+    """The first `count` world facts of the embedded benchmark for `seed` (rows `id, input, output, task`).
+
+    Up to the embedded default (120) they are exactly the embedded benchmark's; more are drawn by
+    the same generator after them.
+    """
+    from simu_bench.data.synthetic import SyntheticConfig, generate
+
+    config = SyntheticConfig(world_facts=max(count, SyntheticConfig().world_facts))
+    return generate(config, seed)["world_facts"][:count]
+
+
+def subset_lume(data: LumeData, docs_per_task: int, seed: int, facts: int = 120) -> dict[str, list[dict]]:
     """Pick N documents per task and split, seeded; the rest of each task gives N non-members.
 
     Args:
@@ -41,13 +59,14 @@ def subset_lume(data: LumeData, docs_per_task: int, seed: int) -> dict[str, list
         docs_per_task: N, the documents kept per task in forget and in retain, and the held-out
             documents per task; each task needs at least 3N documents over its two splits.
         seed: the same data and seed give the same subset.
+        facts: how many world facts to add as the utility measure (0: none).
 
     Returns:
         The keys of `synthetic.generate`: "forget" and "retain" rows (`id, input, output, task`,
         in file order), "member" (the chosen forget documents) and "nonmember" (held-out
         documents drawn from the unchosen forget and retain documents), rows `id, document`
-        with the document's full text = its sc row's input + " " + output, and "world_facts",
-        always empty: real LUME has no utility questions (its utility measure is MMLU).
+        with the document's full text = its sc row's input + " " + output, and "world_facts":
+        `facts` of the embedded benchmark's world facts (real LUME has none; see the module doc).
         Documents without an sc row have no text and are never picked as non-members.
 
     Raises:
@@ -58,7 +77,10 @@ def subset_lume(data: LumeData, docs_per_task: int, seed: int) -> dict[str, list
         raise UserError(f"documents per task is {docs_per_task!r}; expected an integer >= 1")
     n = docs_per_task
     rng = random.Random(seed)
-    out: dict[str, list[dict]] = {"forget": [], "retain": [], "member": [], "nonmember": [], "world_facts": []}
+    if not isinstance(facts, int) or isinstance(facts, bool) or facts < 0:
+        raise UserError(f"world facts is {facts!r}; expected an integer >= 0")
+    out: dict[str, list[dict]] = {"forget": [], "retain": [], "member": [], "nonmember": [],
+                                  "world_facts": world_facts(facts, seed) if facts else []}
     for task in TASKS:
         by_split = {"forget": _documents(data.forget, task), "retain": _documents(data.retain, task)}
         counts = {split: len(documents) for split, documents in by_split.items()}

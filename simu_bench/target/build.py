@@ -158,7 +158,7 @@ def _write_data(directory: Path, data, seed: int, docs_per_task: int) -> None:
     from simu_bench.data.subset import subset_lume
     from simu_bench.data.synthetic import write_rows
 
-    # subset_lume returns generate()-shaped rows; real LUME has no world facts (an empty file)
+    # subset_lume returns generate()-shaped rows, the embedded world facts as the utility measure
     write_rows(directory, subset_lume(load_lume(Path(data)), docs_per_task, seed))
 
 
