@@ -109,3 +109,96 @@ def test_idk_dpo_loss_at_the_start_is_the_dpo_constant_plus_retain(tokenizer, da
                                  generator=torch.Generator().manual_seed(0)))
     expected = 20 * LN2 + 3.0 * losses.answer_nll(model, batch.retain).item()
     assert unlearner.loss(model, batch).item() == pytest.approx(expected, rel=1e-5)
+
+
+# -- bad input and the loop's contract for the new methods --------------------------------------
+
+TWO_STEPS = ["train.max_steps=2", "train.batch_size=2", "train.grad_accum_steps=1", "train.warmup_ratio=0"]
+
+
+def test_grad_ascent_runs_without_a_retain_set(tokenizer, data):
+    from simu_bench.data.lume import LumeData
+    from simu_bench.unlearning import loop
+
+    from unlearn_helpers import tiny_model
+
+    result = loop.run(registry.create("grad_ascent", TWO_STEPS), tiny_model(tokenizer), tokenizer,
+                      LumeData(forget=data.forget, retain=()), seed=0, progress=False)
+    assert (result.status, result.steps) == ("ok", 2), result.message
+
+
+def test_a_method_with_a_retain_term_refuses_an_empty_retain_set(tokenizer, data):
+    from simu_bench.data.lume import LumeData
+    from simu_bench.errors import UserError
+    from simu_bench.unlearning import loop
+
+    from unlearn_helpers import tiny_model
+
+    model = tiny_model(tokenizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(UserError, match=r"^npo needs a retain set .* 0 retain examples; .*grad_ascent"):
+        loop.run(registry.create("npo", TWO_STEPS), model, tokenizer, LumeData(forget=data.forget, retain=()),
+                 progress=False)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_a_reference_copy_that_does_not_fit_is_refused_with_its_size(tokenizer, data, monkeypatch):
+    from simu_bench.errors import UserError
+    from simu_bench.unlearning import loop
+
+    from unlearn_helpers import tiny_model
+
+    model = tiny_model(tokenizer)
+    size = sum(p.numel() * 4 for p in model.parameters()) / 2**30
+    monkeypatch.setattr(loop, "available_memory", lambda device: 1024)
+    with pytest.raises(UserError, match=rf"^npo keeps a frozen copy .* needs {size:.2f} GiB more on cpu, "
+                                        r"and 0\.00 GiB is free"):
+        loop.run(registry.create("npo", TWO_STEPS), model, tokenizer, data, progress=False)
+    monkeypatch.setattr(loop, "available_memory", lambda device: None)  # unknown: no check
+    assert loop.run(registry.create("npo", TWO_STEPS), model, tokenizer, data, progress=False).status == "ok"
+
+
+def test_rmu_refuses_a_layer_out_of_range(tokenizer, data):
+    from simu_bench.errors import UserError
+    from simu_bench.unlearning import loop
+
+    from unlearn_helpers import tiny_model
+
+    with pytest.raises(UserError, match=r"options\.layer: got 5, expected a decoder layer in 0\.\.1 "
+                                        r"\(the model has 2 layers\)"):
+        loop.run(registry.create("rmu", ["options.layer=5", *TWO_STEPS]), tiny_model(tokenizer), tokenizer, data,
+                 progress=False)
+
+
+def test_a_search_range_outside_the_valid_range_is_refused():
+    from simu_bench.errors import UserError
+
+    config = {"method": "npo", "search": {"options.beta": {"uniform": [-1.0, 1.0]}}}
+    expected = r"search\.options\.beta: -1\.0 is not a valid value: options\.beta: got -1\.0, expected a value > 0"
+    with pytest.raises(UserError, match=expected):
+        registry.load_config(config)
+
+
+def test_rmu_loss_is_the_distance_of_layer_l_to_c_u(tokenizer, data):
+    """At the start (model = reference) the retain term is 0 and the loss is the mean squared
+    distance of layer 0's output on the forget tokens to c * u, with |c * u| = c; read here from
+    the model's own hidden_states (hidden_states[1] is layer 0's output)."""
+    import copy
+
+    from simu_bench.data import pairing
+
+    from unlearn_helpers import tiny_model
+
+    model = tiny_model(tokenizer)
+    unlearner = registry.create("rmu", ["options.layer=0", "options.steering_coeff=6.5", "options.alpha=1200"])
+    unlearner.reference = copy.deepcopy(model)
+    unlearner.prepare(model, tokenizer, data)
+    assert unlearner.control.norm().item() == pytest.approx(6.5)
+    mlp = "model.layers.0.mlp"
+    trained = [name for name, _ in unlearner.parameters_to_train(model)]
+    assert trained == [f"{mlp}.gate_proj.weight", f"{mlp}.up_proj.weight", f"{mlp}.down_proj.weight"]
+    forget, retain = pairing.collate(tokenizer, data.forget, 64), pairing.collate(tokenizer, data.retain, 64)
+    hidden = model(input_ids=forget.input_ids, attention_mask=forget.attention_mask,
+                   output_hidden_states=True).hidden_states[1]
+    expected = (hidden[forget.attention_mask.bool()] - unlearner.control).pow(2).mean().item()
+    assert unlearner.loss(model, PairedBatch(forget, retain)).item() == pytest.approx(expected, rel=1e-5)

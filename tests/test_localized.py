@@ -1,0 +1,103 @@
+"""The localized methods: WAGLE's weight mask, Selective Pruning, and SIMU's random and soft masks."""
+
+import math
+
+import pytest
+import torch
+
+from simu_bench.data import pairing
+from simu_bench.simu.masks import CriticalMask, soft_weights
+from simu_bench.unlearning import loop, losses, registry
+
+from unlearn_helpers import tiny_model
+
+TWO_STEPS = ["train.max_steps=2", "train.batch_size=2", "train.grad_accum_steps=1", "train.warmup_ratio=0"]
+
+
+def test_soft_weights_hand_worked():
+    """Layer scores s_f = [2, 1, -1, 0.5], max 2; selected units 0, 1; unit 1 is dual (also in C_r).
+    w = [2/2, (1/2) * 0.5, 0, 0] = [1, 0.25, 0, 0]: unselected units get 0 whatever their score."""
+    mask = CriticalMask(
+        selected=torch.tensor([[True, True, False, False]]),
+        forget_critical=torch.tensor([[True, True, False, False]]),
+        retain_critical=torch.tensor([[False, True, True, False]]),
+        strategy="dual", mode="threshold", t=0.4, m=3, family="olmo",
+        scores={"forget": torch.tensor([[2.0, 1.0, -1.0, 0.5]])},
+    )
+    assert soft_weights(mask, 0.5).tolist() == [[1.0, 0.25, 0.0, 0.0]]
+
+
+def run(method, tokenizer, data, *overrides, seed=0):
+    model = tiny_model(tokenizer)
+    unlearner = registry.create(method, [*TWO_STEPS, *overrides])
+    result = loop.run(unlearner, model, tokenizer, data, seed=seed, progress=False)
+    assert result.status == "ok", result.message
+    return unlearner, model, result
+
+
+def test_random_mask_keeps_simu_counts_per_layer_and_saves_simu_format(tokenizer, data, tmp_path):
+    simu, _, _ = run("simu", tokenizer, data)
+    control, _, result = run("random_mask", tokenizer, data, "options.mask_seed=3")
+    again, _, _ = run("random_mask", tokenizer, data, "options.mask_seed=3")
+    other, _, _ = run("random_mask", tokenizer, data, "options.mask_seed=4")
+    assert control.mask.selected.sum(dim=1).tolist() == simu.mask.selected.sum(dim=1).tolist()
+    assert torch.equal(control.mask.forget_critical, simu.mask.forget_critical)  # comparable unit by unit
+    assert torch.equal(control.mask.selected, again.mask.selected)
+    assert not torch.equal(control.mask.selected, other.mask.selected)
+    (path,) = control.save_artifacts(tmp_path)
+    loaded = CriticalMask.load(path)
+    assert loaded.selection == "random" and torch.equal(loaded.selected, control.mask.selected)
+    assert result.summary["mask"]["selection"] == "random"
+
+
+def test_random_mask_draws_from_the_run_seed_when_unseeded(tokenizer, data):
+    first, _, _ = run("random_mask", tokenizer, data, seed=0)
+    second, _, _ = run("random_mask", tokenizer, data, seed=1)
+    assert first.mask.selected.sum() == second.mask.selected.sum()
+    assert not torch.equal(first.mask.selected, second.mask.selected)
+
+
+def test_simu_soft_scales_the_down_projection_update_by_the_attribution(tokenizer, data):
+    unlearner, _, _ = run("simu_soft", tokenizer, data)
+    weights = soft_weights(unlearner.mask, unlearner.options.dual_factor)
+    (weight, units), *_ = unlearner._unit_masks
+    assert units.dtype == torch.float32 and torch.equal(units.flatten(), weights[0])
+    assert 0 < units.max() <= 1 and (units[~unlearner.mask.selected[0].view(1, -1)] == 0).all()
+
+
+def test_wagle_keeps_the_global_top_fraction_of_its_scores(tokenizer, data):
+    model = tiny_model(tokenizer)
+    unlearner = registry.create("wagle", ["options.fraction=0.1", "optimizer.lr=1e-3"])
+    named = [(n, p) for n, p in model.named_parameters() if n.startswith("model.layers.") and p.ndim >= 2]
+    forget, retain = pairing.collate(tokenizer, data.forget, 512), pairing.collate(tokenizer, data.retain, 512)
+    g_f = torch.autograd.grad(losses.answer_nll(model, forget), [p for _, p in named])
+    g_r = torch.autograd.grad(losses.answer_nll(model, retain), [p for _, p in named])
+    scores = [((p.detach() - r * 1e-3) * f).abs() for (_, p), f, r in zip(named, g_f, g_r)]  # mu = 1 / lr
+    unlearner.prepare(model, tokenizer, data)
+    flat = torch.cat([s.flatten() for s in scores])
+    kept = sum(int(m.sum()) for m in unlearner.masks.values())
+    assert list(unlearner.masks) == [n for n, _ in named]
+    assert kept == math.ceil(0.1 * flat.numel())
+    lowest_kept = min(s[unlearner.masks[n]].min() for (n, _), s in zip(named, scores) if unlearner.masks[n].any())
+    highest_dropped = max(s[~unlearner.masks[n]].max() for (n, _), s in zip(named, scores))
+    assert lowest_kept >= highest_dropped * (1 - 1e-5)
+
+
+def test_selective_pruning_zeroes_the_top_ratio_units_and_trains_nothing(tokenizer, data):
+    unlearner, model, result = run("selective_pruning", tokenizer, data, "options.fraction=0.1")
+    assert result.steps == 0
+    pruned, scores = unlearner.pruned, unlearner.scores
+    assert int(pruned.sum()) == math.ceil(0.1 * pruned.numel())
+    assert scores[pruned].min() >= scores[~pruned].max()
+    for layer, row in enumerate(pruned):
+        down = model.model.layers[layer].mlp.down_proj.weight  # (d_model, d_ff): unit j is column j
+        assert (down[:, row] == 0).all() and (down[:, ~row] != 0).all()
+
+
+@pytest.mark.parametrize("method", ["simu_npo", "simu_simnpo"])
+def test_simu_over_other_losses_keeps_simu_mask(tokenizer, data, method):
+    """The mask does not depend on the loss: simu_npo / simu_simnpo select SIMU's units."""
+    simu, _, _ = run("simu", tokenizer, data)
+    other, _, result = run(method, tokenizer, data)
+    assert torch.equal(other.mask.selected, simu.mask.selected)
+    assert result.summary["loss"] == method.removeprefix("simu_")
