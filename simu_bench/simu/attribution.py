@@ -50,6 +50,11 @@ copy c, so the backward pass hands back each copy's term of
 the Riemann sum directly. Parameters are frozen during attribution, so the backward pass
 computes activation gradients only, and the output layer runs on answer positions only.
 Cost: (m - 1) * L + 1 forward + backward passes over the set (below m * L).
+
+Across processes (`torchrun`, `simu_bench.unlearning.distributed`) each process attributes
+every N-th batch on its whole, unsharded model and the scores are summed over the processes:
+attribution needs the weights and the activations only, no gradients of the weights and no
+optimizer state (OLMo-7B in bf16: 14 GB of weights), so it runs before the model is sharded.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from torch import nn
 
 from simu_bench.data.pairing import IGNORE, collate
 from simu_bench.errors import UserError, did_you_mean
+from simu_bench.unlearning import distributed
 
 # Which sequence positions attribution scales (see the module docstring); the first is the default.
 POSITIONS = ("predicting", "all")
@@ -230,7 +236,8 @@ def attribute(model, tokenizer, examples: Sequence, *, m: int = 3, batch_size: i
         with torch.enable_grad():
             # Similar lengths share a batch, so that few padded rows ride through every copy.
             ordered = sorted(examples, key=lambda e: len(e.input) + len(e.output))
-            for start in range(0, len(ordered), batch_size):
+            rank, size = distributed.world()  # across processes: batch i on process i % size
+            for start in range(rank * batch_size, len(ordered), batch_size * size):
                 batch = collate(tokenizer, ordered[start : start + batch_size], max_length)
                 ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
                 answer = (batch.labels != IGNORE).to(device)  # the tokens the GradDiff loss sees
@@ -245,7 +252,7 @@ def attribute(model, tokenizer, examples: Sequence, *, m: int = 3, batch_size: i
             parameter.requires_grad_(requires_grad)
         model.train(was_training)
         scales.clear()
-    return scores
+    return distributed.all_reduce_sum_(scores)  # the sum over every process's batches
 
 
 def _attribute_pass(model, projections, chunk, scales, scores, m, ids, attention, answer) -> None:

@@ -52,6 +52,7 @@ from simu_bench.simu.masks import (
 )
 from simu_bench.unlearning import losses
 from simu_bench.unlearning.config import setting
+from simu_bench.unlearning.distributed import local, local_mask
 from simu_bench.unlearning.unlearner import Unlearner
 
 LOSSES = ("graddiff", "npo", "simnpo")
@@ -91,6 +92,11 @@ class Simu(Unlearner):
 
     paper = "SIMU: Selective Influence Machine Unlearning (arXiv 2510.07822)"
     Options = SimuOptions
+
+    @property
+    def supports_distributed(self) -> bool:
+        """Across processes with GradDiff's loss (answer_nll terms); per-example losses are not normalised so."""
+        return getattr(self.options, "loss", "graddiff") == "graddiff"
 
     def __init__(self, config):
         super().__init__(config)
@@ -198,8 +204,8 @@ class Simu(Unlearner):
 
     def before_step(self, state) -> None:
         for weight, units in self._unit_masks:
-            if weight.grad is not None:
-                weight.grad.mul_(units)
+            if weight.grad is not None:  # on this process's shard when the model is sharded
+                local(weight.grad).mul_(local_mask(weight, units))
 
     def summary(self) -> dict:
         if self.mask is None:

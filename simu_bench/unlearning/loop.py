@@ -32,6 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from simu_bench.data import pairing
 from simu_bench.errors import UserError
+from simu_bench.unlearning import distributed
 from simu_bench.unlearning.optimizers import optimizer_hooks
 from simu_bench.unlearning.unlearner import LoopState, Unlearner
 
@@ -150,7 +151,12 @@ class Session:
             # The model as it was before unlearning, frozen: created only for methods that ask.
             check_copy_fits(model, unlearner.name)
             unlearner.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.rank, self.world = distributed.world()  # (0, 1) in one process
+        if self.world > 1:
+            distributed.check_supported(unlearner)
         unlearner.prepare(model, tokenizer, data)
+        if self.world > 1:  # after prepare: SIMU's attribution runs on the whole model
+            distributed.shard_model(model)
         named = list(unlearner.parameters_to_train(model))
         trained = {id(p) for _, p in named}
         self._flags = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -183,6 +189,8 @@ class Session:
                     need_retain=self.unlearner.uses_retain,
                 )
                 for index, batch in enumerate(stream):
+                    if self.world > 1:  # this process's slice of the micro-batch
+                        batch = distributed.shard_batch(batch, state.tokenizer, train.max_length)
                     group.append(batch)
                     last = (index + 1) * train.batch_size >= len(self.data.forget)
                     if len(group) < train.grad_accum_steps and not last:
@@ -210,7 +218,7 @@ class Session:
                                             batch.forget_examples, batch.retain_examples)
             state.batch = batch
             loss = unlearner.loss(state.model, batch) / len(group)
-            value = loss.item()
+            value = loss.item() if self.world == 1 else distributed.total(loss.item(), self.device)
             if not math.isfinite(value):
                 state.optimizer.zero_grad(set_to_none=True)
                 return f"non-finite loss ({value}) at {where}; {advice}"
@@ -218,7 +226,7 @@ class Session:
             total += value
         state.loss = total
         _call(self.hooks, "before_step", state)
-        norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.train_cfg.max_grad_norm))
+        norm = distributed.full_norm(torch.nn.utils.clip_grad_norm_(self.params, self.train_cfg.max_grad_norm))
         if not math.isfinite(norm):
             state.optimizer.zero_grad(set_to_none=True)
             return f"non-finite gradient norm ({norm}) at {where}; {advice}"

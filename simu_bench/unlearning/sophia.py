@@ -29,6 +29,9 @@ Masks: ``optimizer.set_mask(param, mask)`` with a tensor broadcastable to ``para
 in [0, 1]. After every step (and every `update_hessian`), each of momentum, curvature and weights
 becomes ``M * new + (1 - M) * old``, so coordinates with M = 0 keep their old values exactly and
 weight decay never moves them. SIMU uses this to train only the columns of its critical neurons.
+
+Sharded parameters (FSDP2 DTensors, `simu_bench.unlearning.distributed`): the step is elementwise,
+so it runs on each process's local shard, with state and masks of the shard's shape.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import math
 from typing import Iterable
 
 import torch
+
+from simu_bench.unlearning.distributed import local, local_mask
 
 VARIANTS = ("soul", "gnb")
 
@@ -75,6 +80,11 @@ def check_hyperparameters(
     if isinstance(hessian_interval, bool) or not isinstance(hessian_interval, int) or hessian_interval < 1:
         problems.append(("hessian_interval", f"got {hessian_interval!r}, expected an integer >= 1"))
     return problems
+
+
+def _data(p: torch.Tensor) -> torch.Tensor:
+    """The tensor that holds ``p``'s values here: ``p.data``, or a DTensor's local shard."""
+    return p.data if local(p) is p else local(p)
 
 
 class SophiaG(torch.optim.Optimizer):
@@ -145,6 +155,7 @@ class SophiaG(torch.optim.Optimizer):
                 f"SophiaG.set_mask: mask of shape {tuple(mask.shape)} does not broadcast to the "
                 f"parameter's shape {tuple(param.shape)}"
             )
+        mask = local_mask(param, mask)  # the part of the mask over this process's shard
         if mask.dtype == torch.bool:
             state["mask"] = mask.to(param.device)
             return
@@ -173,8 +184,8 @@ class SophiaG(torch.optim.Optimizer):
         state = self.state[p]
         if "exp_avg" not in state:
             state["step"] = torch.tensor(0.0)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["hessian"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg"] = torch.zeros_like(local(p), memory_format=torch.preserve_format)
+            state["hessian"] = torch.zeros_like(local(p), memory_format=torch.preserve_format)
         return state
 
     def _masked_snapshot(self, params: list[torch.Tensor], keys: tuple[str, ...]) -> list:
@@ -184,7 +195,7 @@ class SophiaG(torch.optim.Optimizer):
             state = self.state[p]
             mask = state.get("mask")
             if mask is not None:
-                old = {key: (p if key == "param" else state[key]).detach().clone() for key in keys}
+                old = {key: (local(p) if key == "param" else state[key]).detach().clone() for key in keys}
                 snapshot.append((p, mask, old))
         return snapshot
 
@@ -192,7 +203,7 @@ class SophiaG(torch.optim.Optimizer):
         for p, mask, old in snapshot:
             state = self.state[p]
             for key, value in old.items():
-                self._blend(mask, p.data if key == "param" else state[key], value)
+                self._blend(mask, _data(p) if key == "param" else state[key], value)
 
     # -- updates -------------------------------------------------------------------------
 
@@ -208,7 +219,7 @@ class SophiaG(torch.optim.Optimizer):
             if not params:
                 continue
             hessians = [self._state_of(p)["hessian"] for p in params]
-            grads = [p.grad for p in params]
+            grads = [local(p.grad) for p in params]
             snapshot = self._masked_snapshot(params, ("hessian",))
             torch._foreach_mul_(hessians, beta2)
             torch._foreach_addcmul_(hessians, grads, grads, value=1 - beta2)
@@ -231,7 +242,8 @@ class SophiaG(torch.optim.Optimizer):
             lr, rho, wd = group["lr"], group["rho"], group["weight_decay"]
             curvature_scale = group["curvature_scale"]
             states = [self._state_of(p) for p in params]
-            grads = [p.grad for p in params]
+            grads = [local(p.grad) for p in params]
+            weights = [local(p) for p in params]  # the parameters themselves in one process
             moms = [s["exp_avg"] for s in states]
             hessians = [s["hessian"] for s in states]
             snapshot = self._masked_snapshot(params, ("param", "exp_avg", "hessian"))
@@ -246,7 +258,7 @@ class SophiaG(torch.optim.Optimizer):
             else:
                 torch._foreach_lerp_(moms, grads, 1 - beta1)
             if wd != 0:
-                torch._foreach_mul_(params, 1 - lr * wd)
+                torch._foreach_mul_(weights, 1 - lr * wd)
             # sign(m) * min(|m| / d, 1) == clamp(m / d, -1, 1) for d > 0.
             denom = torch._foreach_mul(hessians, rho * curvature_scale)
             torch._foreach_add_(denom, 1e-15)
@@ -254,7 +266,7 @@ class SophiaG(torch.optim.Optimizer):
             del denom
             torch._foreach_clamp_min_(ratio, -1.0)
             torch._foreach_clamp_max_(ratio, 1.0)
-            torch._foreach_add_(params, ratio, alpha=-lr)
+            torch._foreach_add_(weights, ratio, alpha=-lr)
             self._restore_masked(snapshot)
         return loss
 

@@ -56,6 +56,9 @@ class Unlearner:
         Options: a dataclass of the method's own settings (the ``options`` block of its YAML).
         uses_reference: True makes the loop keep a frozen copy of the model before unlearning
             in ``self.reference`` (NPO-style losses); it costs one more model in memory.
+        supports_distributed: True when the method can run across processes (`torchrun`, FSDP2;
+            `simu_bench.unlearning.distributed`): its loss is a sum of `losses.answer_nll` terms,
+            which divide by the whole micro-batch's answer-token count on each process's slice.
         uses_retain: False lets the method run on an empty retain set (its batches then have
             ``retain=None``); True (the default) makes the loop refuse a run without one.
         trains: False for a method that changes the model in ``prepare`` only (pruning): the
@@ -68,6 +71,7 @@ class Unlearner:
     paper: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     uses_reference: ClassVar[bool] = False
+    supports_distributed: ClassVar[bool] = False
     uses_retain: ClassVar[bool] = True
     trains: ClassVar[bool] = True
 
