@@ -3,6 +3,10 @@
 Measure with:
     pytest tests/test_bench_unlearn.py --benchmark-enable --benchmark-columns=mean,median,stddev
 
+Each method's step time as a ratio to FO-GradDiff's (group "unlearning step") is the figure
+issue 13 bounds: <= 2.2x for methods with a frozen reference model (one more forward per
+micro-batch: npo, idk_dpo, rmu, simu_npo), <= 1.3x for the others.
+
 Targets: one step of each method through the loop (`Session.step`: two forwards, backward,
 hooks, clipping, optimizer, schedule) within 10% of a bare PyTorch step (forward, backward,
 AdamW step) on the same model and batch; a SophiaG step within 1.2x of an AdamW step on the
@@ -61,7 +65,11 @@ def test_bench_bare_pytorch_step(benchmark, tokenizer, batch):
     assert math.isfinite(benchmark(step))
 
 
-@pytest.mark.parametrize("method", registry.names())
+# Methods that train (Selective Pruning changes the model in `prepare` and has no step).
+TRAINING = [name for name in registry.names() if registry.get(name).trains]
+
+
+@pytest.mark.parametrize("method", TRAINING)
 def test_bench_method_step(benchmark, tokenizer, data, batch, method):
     model = tiny_model(tokenizer, **SIZE)
     unlearner = registry.create(method, SETTINGS)
