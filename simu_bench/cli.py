@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from simu_bench.errors import UserError
@@ -49,13 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in PINNED_COMMANDS and getattr(args, "model", None) is None:
         pin_cpu_kernels()
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a reader that went away shows here, where it is caught, not at exit
+        return code
     except UserError as error:
         print(f"simu-bench {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"simu-bench {args.command}: interrupted; finished results are kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`simu-bench ls | head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 141
 
 
 if __name__ == "__main__":
