@@ -43,6 +43,10 @@ MOVED = {
     ("optimizer", "bs"): "optimizer.curvature_scale",
 }
 _BAD = object()  # a value that failed validation (already reported)
+# `train.dtype`: float32 by default (exact on CPU, where bfloat16 is slow); the `reference`
+# blocks train in bfloat16, as SOUL does. `optimizer.state_dtype`: SophiaG's state precision.
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+STATE_DTYPES = ("param", "float32")
 
 
 def setting(default, *, ge=None, gt=None, lt=None, le=None, choices=None, doc=""):
@@ -66,6 +70,10 @@ class OptimizerConfig:
     variant: str = setting("soul", choices=("soul", "gnb"), doc="sophiag only")
     curvature_scale: float = setting(5120.0, gt=0.0, doc="sophiag only: multiplies the curvature (SOUL's bs)")
     hessian_interval: int = setting(10, ge=1, doc="sophiag gnb only: steps between refreshes")
+    state_dtype: str = setting(
+        "param", choices=STATE_DTYPES,
+        doc="sophiag only: momentum and curvature in the parameters' dtype (param, as SOUL) or in float32",
+    )
 
 
 @dataclass
@@ -79,6 +87,10 @@ class TrainConfig:
     warmup_ratio: float = setting(0.1, ge=0.0, le=1.0, doc="share of steps of linear warm-up")
     max_length: int = setting(512, ge=2, doc="tokens per example (prompt + answer + eos)")
     max_steps: int | None = setting(None, ge=1, doc="stop after this many optimizer steps; the schedule spans them")
+    dtype: str = setting(
+        "float32", choices=DTYPES,
+        doc="the model's dtype while unlearning (and evaluating, unless told otherwise); auto: the checkpoint's",
+    )
 
 
 @dataclass

@@ -62,6 +62,12 @@ def _call(hooks: list, name: str, state: LoopState) -> None:
             method(state)
 
 
+def cast(model: torch.nn.Module, dtype: str) -> None:
+    """Cast ``model``'s floating-point weights to ``dtype`` ("float32", "bfloat16", "float16"); "auto" keeps them."""
+    if dtype != "auto":
+        model.to(getattr(torch, dtype))
+
+
 def count_steps(n_forget: int, train) -> int:
     """Optimizer steps of a run: epochs x ceil(micro-batches / accumulation), capped by max_steps."""
     micro = math.ceil(n_forget / train.batch_size)
@@ -107,8 +113,12 @@ def run(
     progress: bool = True,
     callbacks: tuple = (),
 ) -> UnlearnResult:
-    """Unlearn ``data.forget`` from ``model`` in place, keeping ``data.retain``; see the module doc."""
+    """Unlearn ``data.forget`` from ``model`` in place, keeping ``data.retain``; see the module doc.
+
+    The model is first cast to ``train.dtype`` (unless "auto") and stays in it afterwards.
+    """
     started = time.perf_counter()
+    cast(model, unlearner.config.train.dtype)
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)

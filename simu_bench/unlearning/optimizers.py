@@ -40,6 +40,7 @@ def build_optimizer(config, named_params) -> torch.optim.Optimizer:
             curvature_scale=config.curvature_scale,
             variant=config.variant,
             hessian_interval=config.hessian_interval,
+            state_dtype=torch.float32 if config.state_dtype == "float32" else None,
         )
     raise ValueError(f"unknown optimizer {config.name!r}; expected one of {', '.join(OPTIMIZERS)}")
 

@@ -21,6 +21,16 @@ Sophia: A Scalable Stochastic Second-order Optimizer for Language Model Pre-trai
   ``hessian_interval`` steps right after a backward pass on the loss of labels sampled from the
   model's own logits (the Gauss-Newton-Bartlett estimator): ``h = beta2 * h + (1 - beta2) * g*g``.
 
+Precision: state (momentum, curvature) is created in the parameter's dtype, as SOUL does, so a
+bfloat16 model has bfloat16 state and every step rounds to bfloat16 (at SOUL's lr 5e-6 most
+sign-steps of size lr are below half a bfloat16 ulp of the weight and round away, as in SOUL's
+own runs). ``state_dtype=torch.float32`` keeps momentum and curvature in float32 instead (the
+gradient is cast up, the weight update is rounded once to the weight's dtype). In float32 the
+"soul" variant applies its two momentum updates as one ``lerp`` (equal to within a rounding)
+and batches tensors with foreach ops; with low-precision state it runs SOUL's code tensor by
+tensor, operation by operation (a foreach op would first round its scalars to bfloat16), so a
+bfloat16 run matches SOUL's arithmetic bit for bit (``tests/test_precision.py``).
+
 ``curvature_scale`` multiplies the curvature as the ``bs`` argument of both reference
 implementations does (5120 there; for the GNB estimator it stands for the number of tokens
 behind one gradient).
@@ -87,6 +97,16 @@ def _data(p: torch.Tensor) -> torch.Tensor:
     return p.data if local(p) is p else local(p)
 
 
+def _soul_step(p, g, m, h, *, lr, beta1, beta2, rho, weight_decay, curvature_scale) -> None:
+    """SOUL's SophiaG update of one tensor, in place, operation by operation as its code writes it."""
+    h.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    m.mul_(beta1).add_(g, alpha=1 - beta1)
+    p.mul_(1 - lr * weight_decay)
+    m.mul_(beta1).add_(g, alpha=1 - beta1)
+    ratio = (m.abs() / (rho * curvature_scale * h + 1e-15)).clamp(None, 1)
+    p.addcmul_(m.sign(), ratio, value=-lr)
+
+
 class SophiaG(torch.optim.Optimizer):
     """SophiaG (arXiv 2305.14342); ``variant="soul"`` reproduces SOUL's step (arXiv 2404.18239).
 
@@ -101,6 +121,8 @@ class SophiaG(torch.optim.Optimizer):
             Sophia-G: curvature only from `update_hessian`, momentum once).
         hessian_interval: for "gnb", how many steps between curvature refreshes (read by the
             training loop, which performs the refresh).
+        state_dtype: None keeps momentum and curvature in each parameter's dtype (SOUL);
+            torch.float32 keeps them in float32 for low-precision parameters.
 
     Raises:
         ValueError: naming each invalid hyperparameter, its value and the valid range.
@@ -116,6 +138,7 @@ class SophiaG(torch.optim.Optimizer):
         curvature_scale: float = 5120,
         variant: str = "soul",
         hessian_interval: int = 10,
+        state_dtype: torch.dtype | None = None,
     ):
         problems = check_hyperparameters(
             lr, betas, rho, weight_decay, curvature_scale, variant, hessian_interval
@@ -128,6 +151,7 @@ class SophiaG(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self.variant = variant
         self.hessian_interval = hessian_interval if variant == "gnb" else None
+        self.state_dtype = state_dtype
 
     # -- masks ---------------------------------------------------------------------------
 
@@ -186,6 +210,9 @@ class SophiaG(torch.optim.Optimizer):
             state["step"] = torch.tensor(0.0)
             state["exp_avg"] = torch.zeros_like(local(p), memory_format=torch.preserve_format)
             state["hessian"] = torch.zeros_like(local(p), memory_format=torch.preserve_format)
+        if self.state_dtype is not None and state["exp_avg"].dtype != self.state_dtype:
+            state["exp_avg"] = state["exp_avg"].to(self.state_dtype)
+            state["hessian"] = state["hessian"].to(self.state_dtype)
         return state
 
     def _masked_snapshot(self, params: list[torch.Tensor], keys: tuple[str, ...]) -> list:
@@ -220,6 +247,7 @@ class SophiaG(torch.optim.Optimizer):
                 continue
             hessians = [self._state_of(p)["hessian"] for p in params]
             grads = [local(p.grad) for p in params]
+            grads = [g.to(h.dtype) for g, h in zip(grads, hessians)]  # float32 state: the gradient cast up
             snapshot = self._masked_snapshot(params, ("hessian",))
             torch._foreach_mul_(hessians, beta2)
             torch._foreach_addcmul_(hessians, grads, grads, value=1 - beta2)
@@ -246,9 +274,18 @@ class SophiaG(torch.optim.Optimizer):
             weights = [local(p) for p in params]  # the parameters themselves in one process
             moms = [s["exp_avg"] for s in states]
             hessians = [s["hessian"] for s in states]
+            grads = [g.to(m.dtype) for g, m in zip(grads, moms)]  # float32 state: the gradient cast up
             snapshot = self._masked_snapshot(params, ("param", "exp_avg", "hessian"))
             for s in states:
                 s["step"] += 1
+            if self.variant == "soul" and moms[0].dtype != torch.float32:
+                # Low precision: SOUL's code, one tensor at a time. A foreach op rounds its scalar
+                # (beta2, rho * bs, ...) to the tensor's dtype first, SOUL's per-tensor ops do not.
+                for p, g, m, h in zip(params, grads, moms, hessians):
+                    _soul_step(p.data, g, m, h, lr=lr, beta1=beta1, beta2=beta2, rho=rho, weight_decay=wd,
+                               curvature_scale=curvature_scale)
+                self._restore_masked(snapshot)
+                continue
 
             if self.variant == "soul":
                 torch._foreach_mul_(hessians, beta2)
