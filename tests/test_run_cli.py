@@ -81,7 +81,7 @@ def test_eval_matches_the_reference_row(finished, tiny_target, capsys):
     assert metrics == json.loads((finished / "target" / "metrics.json").read_text())
 
 
-def fake_evaluate(model, tokenizer, data, plan):
+def fake_evaluate(model, tokenizer, data, plan, **kwargs):
     """A fast stand-in for `evaluate` (these tests are about what the orchestrator records)."""
     from simu_bench.evaluation.evaluator import EvalResult
 

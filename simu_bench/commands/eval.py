@@ -2,9 +2,12 @@
 
     simu-bench eval --model runs/some-model            # on the embedded benchmark's data
     simu-bench eval --model allenai/OLMo-1B-hf --data ../shared/lume --utility-tasks mmlu --device cuda
+    simu-bench eval --model runs/some-model --relearn 20 --out runs/some-model-eval   # + the relearning attack
 
 Prints the metrics JSON (the schema of `simu-bench score`) on stdout; `--out DIR` also stores
-the metrics, per-sample generations and environment there.
+the metrics, per-sample generations and environment there. With `--relearn STEPS` the model is
+then attacked (`simu_bench.evaluation.relearn`): a line on stderr gives the forget score of the
+held-out documents before and after, and `--out` gets relearn.json.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from simu_bench.commands.run import add_relearn_arguments, check_relearn_arguments
 from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
 
 
@@ -44,6 +48,7 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help=f"generation limit per row (default: {MAX_NEW_TOKENS}, as LUME)",
     )
+    add_relearn_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar when the embedded data is built")
     parser.set_defaults(handler=main)
 
@@ -66,10 +71,15 @@ def main(args) -> int:
     check_model_path(args.model)
     utility = [t.strip() for t in args.utility_tasks.split(",") if t.strip()] if args.utility_tasks else None
     check_utility_tasks(utility)
+    check_relearn_arguments(args)
     if args.out is not None:
         check_writable(args.out)
     data_dir = args.data if args.data is not None else prepare(None, progress=not args.quiet).data_dir
     data = load_lume(data_dir)
+    if args.relearn is not None:
+        from simu_bench.evaluation.relearn import split_documents
+
+        split_documents(data.forget, args.relearn_fraction)  # one forget document: refused before any work
     started = time.perf_counter()
     model, tokenizer = load_model(args.model, device=args.device)
     result = evaluate(
@@ -84,4 +94,18 @@ def main(args) -> int:
         )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     print(f"evaluated {len(result.samples)} rows in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if args.relearn is not None:
+        from simu_bench.evaluation.relearn import relearn
+
+        def evaluate_rows(model, tokenizer, rows):
+            return evaluate(model, tokenizer, rows, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+
+        # In place: the model's metrics and generations are written above, and it is not used again.
+        record = relearn(model, tokenizer, data, args.relearn, evaluate_rows, fraction=args.relearn_fraction,
+                         before=result.samples, in_place=True)
+        if args.out is not None:
+            atomic_write_json(args.out / "relearn.json", record)
+        print(f"relearning {record['steps']} steps on {len(record['relearn_documents'])} forget documents: forget "
+              f"score of the other {len(record['heldout_documents'])} {record['forget_before']:.3f} -> "
+              f"{record['forget_after']:.3f} ({record['seconds']['total']:.1f} s)", file=sys.stderr)
     return 0

@@ -27,7 +27,7 @@ from pathlib import Path
 from simu_bench.data.lume import KINDS, SPLITS, TASKS
 from simu_bench.files import read_json
 from simu_bench.leaderboard.comparison import Comparison, compare, matched_summary, sections
-from simu_bench.store.runs import REFERENCE, StoredRun, load_runs
+from simu_bench.store.runs import REFERENCE, RELEARN_FILE, StoredRun, load_runs
 
 FORMATS = ("md", "csv", "latex", "html", "json")
 REFERENCE_LABEL = "target (before unlearning)"
@@ -165,9 +165,43 @@ class Board:
         ranks = self.comparison.ranks if self.comparison else {}
         return str(ranks[row.method]) if row.method in ranks else "—"
 
+    attack_columns: list[Column] = field(default_factory=list)  # the ATTACK_COLUMNS some run has numbers for
+
     @property
     def columns(self) -> list[Column]:
-        return summary_columns(self.utility_name)
+        columns = summary_columns(self.utility_name)
+        for column in self.attack_columns:  # each right after the column it qualifies
+            index = next(i for i, c in enumerate(columns) if c.key == ATTACK_COLUMNS[column])
+            columns.insert(index + 1, column)
+        return columns
+
+
+# Shown only when some run has their numbers (stores made before them keep their tables), each
+# after the column named here: the lowest MIA score over the attacks of `mia_attacks`, and the
+# forget score of the held-out documents after the relearning attack (`run --relearn STEPS`).
+ATTACK_COLUMNS = {
+    Column("mia_worst_score", "worst-case MIA score", True): "mia_score",
+    Column("relearn_forget", "forget after relearning", False): "forget/knowledge",
+}
+ATTACK_LEGEND = (
+    " Worst-case MIA score: the lowest score over the MIA attacks (loss, zlib, Min-K%, Min-K%++, reference). "
+    "Forget after relearning: the mean raw forget score of the held-out forget documents after the relearning "
+    "attack (relearn.json)."
+)
+
+
+def attack_values(run: StoredRun) -> dict[str, float | None]:
+    """The ATTACK_COLUMNS of one finished run (None where it has no such number)."""
+    attacks = (run.metrics or {}).get("mia_attacks") or {}
+    relearn = Path(run.path) / RELEARN_FILE
+    return {
+        "mia_worst_score": min((attack["score"] for attack in attacks.values()), default=None),
+        "relearn_forget": read_json(relearn).get("forget_after") if relearn.is_file() else None,
+    }
+
+
+def legend(board: Board) -> str:
+    return LEGEND + (ATTACK_LEGEND if board.attack_columns else "")
 
 
 def build(out: Path) -> Board:
@@ -182,6 +216,9 @@ def build(out: Path) -> Board:
         per_run = [run_values(run.metrics) for run in row.ok]
         keys = [c.key for c in summary_columns(None)] + [c.key for c in COMPONENTS]
         row.stats = {k: Stat(tuple(v[k] for v in per_run if v[k] is not None)) for k in keys}
+        attacks = [attack_values(run) for run in row.ok]
+        row.stats.update({c.key: Stat(tuple(v[c.key] for v in attacks if v[c.key] is not None))
+                          for c in ATTACK_COLUMNS})
         for run in row.ok:
             utility_name = utility_name or (run.metrics.get("utility") or {}).get("name")
         rows.append(row)
@@ -191,7 +228,12 @@ def build(out: Path) -> Board:
         return (not row.ok, -(final if final is not None else -1), -(aggregate or 0), row.method)
 
     rows.sort(key=order)
-    return Board(rows, utility_name, _meta(out), compare(rows, run_values))
+    shown = [c for c in ATTACK_COLUMNS if any(row.stats[c.key].n for row in rows)]
+    for row in rows:  # a column not shown leaves no trace in any format
+        for column in ATTACK_COLUMNS:
+            if column not in shown:
+                del row.stats[column.key]
+    return Board(rows, utility_name, _meta(out), compare(rows, run_values), shown)
 
 
 def _meta(out: Path) -> dict:
@@ -265,7 +307,7 @@ def to_dict(board: Board) -> dict:
         return {"mean": s.mean, "ci95": s.ci95, "n": s.n, "values": list(s.values)}
 
     return {
-        "legend": LEGEND,
+        "legend": legend(board),
         "meta": board.meta,
         "columns": [
             {"key": c.key, "label": c.label, "higher_is_better": c.higher_is_better} for c in board.columns + COMPONENTS
@@ -319,7 +361,7 @@ def render(board: Board, fmt: str, commands: list[str] | None = None) -> str:
             "",
             tabulate(main, main_headers, tablefmt="github", disable_numparse=True),
             "",
-            LEGEND,
+            legend(board),
             "",
             *between,
             "## The 12 components",
@@ -329,7 +371,7 @@ def render(board: Board, fmt: str, commands: list[str] | None = None) -> str:
         ]
         return "\n".join(parts)
     if fmt == "latex":
-        parts = [f"% {line}" for line in prose + [LEGEND]]
+        parts = [f"% {line}" for line in prose + [legend(board)]]
         parts += [
             tabulate(main, main_headers, tablefmt="latex_raw", disable_numparse=True),
             "",
@@ -352,7 +394,7 @@ def render(board: Board, fmt: str, commands: list[str] | None = None) -> str:
         )
         return (
             '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>simu-bench leaderboard</title></head><body>\n'
-            f"<h1>simu-bench leaderboard</h1>\n{paragraphs}{main_table}\n<p>{html.escape(LEGEND)}</p>\n{between}"
+            f"<h1>simu-bench leaderboard</h1>\n{paragraphs}{main_table}\n<p>{html.escape(legend(board))}</p>\n{between}"
             f"<h2>The 12 components</h2>\n{comp_table}\n</body></html>\n"
         )
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")

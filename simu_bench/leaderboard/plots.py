@@ -5,6 +5,7 @@
   per seed and the mean with its 95% t-interval per method. Best is the top-left corner.
 - `per_task.png`: per-task bars for forget (lower is better) and retain (higher is better),
   regurgitation and knowledge, per method, with 95% t-intervals over seeds.
+  Scores lie in [0, 1], so every interval drawn is clipped to [0, 1] (`clipped_errors`).
 - `trajectory.png` (runs made with `--eval-every K`): the path of each run through the same
   forget/retain plane during unlearning, one thin line per seed, a dot where it ended, and the
   matched-forgetting levels as dotted vertical lines. Paths compare methods at equal forgetting.
@@ -58,6 +59,18 @@ def _split_mean(values: dict, split: str) -> float | None:
     return sum(parts) / len(parts) if parts else None
 
 
+def clipped_errors(stats: list[Stat], low: float = 0.0, high: float = 1.0) -> list[list[float]]:
+    """Error bars of the 95% t-intervals clipped to [low, high], as matplotlib's asymmetric
+    `yerr` takes them: [[below each mean], [above each mean]]. E.g. mean 0.95 ± 0.2 draws
+    0.75 .. 1.0: 0.2 below and 0.05 above. A stat without a mean or an interval draws none."""
+    below, above = [], []
+    for stat in stats:
+        half = stat.ci95 if stat.ci95 is not None and stat.mean is not None else 0.0
+        below.append(min(half, max(stat.mean - low, 0.0)) if half else 0.0)
+        above.append(min(half, max(high - stat.mean, 0.0)) if half else 0.0)
+    return [below, above]
+
+
 def plot_tradeoff(board: Board, path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
@@ -71,7 +84,8 @@ def plot_tradeoff(board: Board, path: Path) -> Path:
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         ax.scatter(xs, ys, s=14, alpha=0.45, color=color)
         x, y = Stat(tuple(xs)), Stat(tuple(ys))
-        ax.errorbar(x.mean, y.mean, xerr=x.ci95 or 0, yerr=y.ci95 or 0, fmt="*" if row.method == REFERENCE else "o",
+        ax.errorbar(x.mean, y.mean, xerr=clipped_errors([x]), yerr=clipped_errors([y]),
+                    fmt="*" if row.method == REFERENCE else "o",
                     markersize=10, capsize=3, color=color, label=f"{row.label} (n={len(points)})")
     ax.set_xlabel("forget score, mean of 6 raw components (← lower = more forgotten)")
     ax.set_ylabel("retain score, mean of 6 components (↑ higher = better kept)")
@@ -96,7 +110,7 @@ def plot_per_task(board: Board, path: Path) -> Path:
         for index, row in enumerate(rows):
             stats = [row.stats[f"{split}/{task}/{kind}"] for task, kind in groups]
             xs = [g + (index - (len(rows) - 1) / 2) * width for g in range(len(groups))]
-            ax.bar(xs, [s.mean or 0 for s in stats], width, yerr=[s.ci95 or 0 for s in stats],
+            ax.bar(xs, [s.mean or 0 for s in stats], width, yerr=clipped_errors(stats),
                    capsize=2, label=row.label, color=colors[row.method])
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels([f"{task}\n{kind}" for task, kind in groups], fontsize=8)

@@ -14,6 +14,7 @@ Layout of an output directory (`simu-bench run --out DIR`):
         generations.jsonl       per-sample generations
         mask.safetensors        SIMU's critical-neuron mask, where the method has one
         timings.json            seconds per stage
+        relearn.json            `--relearn STEPS`: the relearning attack's settings and forget score before/after
         status.json             written last: ok | diverged | crashed, with the error
 
 Every file is written to a temporary name and renamed into place, so a file is either complete
@@ -40,8 +41,9 @@ FINAL_STATUSES = ("ok", "diverged")  # a rerun skips these; crashed runs are tri
 # Files a run writes; a rerun of an interrupted run removes stale ones first.
 RUN_FILES = (
     "config.json", "environment.json", "log.txt", "unlearn.json", "metrics.json", "generations.jsonl",
-    "mask.safetensors", "timings.json", "status.json", "trajectory.jsonl",
+    "mask.safetensors", "timings.json", "status.json", "trajectory.jsonl", "relearn.json",
 )
+RELEARN_FILE = "relearn.json"  # written by `run --relearn STEPS` (simu_bench.evaluation.relearn)
 
 
 def config_hash(config: dict) -> str:
