@@ -168,3 +168,88 @@ def test_a_column_mask_stays_exact_under_a_dim0_shard_and_a_row_mask_is_sliced()
     assert torch.equal(distributed.local_mask(FakeDTensor((3, 4)), columns), columns)
     rows = torch.arange(5.0)[:, None]  # (5, 1) over a (5, 4) weight: rank 1 holds rows 3, 4
     assert distributed.local_mask(FakeDTensor((2, 4)), rows).flatten().tolist() == [3.0, 4.0]
+
+
+def test_gradient_checkpointing_gives_the_same_run():
+    tokenizer, data = tiny_tokenizer(), tiny_data()
+    results = []
+    for checkpointing in (False, True):
+        model = tiny_model(tokenizer, seed=0)
+        if checkpointing:
+            distributed.enable_gradient_checkpointing(model)
+        unlearner = registry.create("so_graddiff", [*SETTINGS, "train.batch_size=2"])
+        result = loop.run(unlearner, model, tokenizer, data, seed=3, progress=False)
+        results.append((result.losses, model.state_dict()))
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-6)
+    assert_same_weights(results[1][1], results[0][1])
+
+    class NoCheckpointing(torch.nn.Module):
+        supports_gradient_checkpointing = False
+
+    with pytest.raises(UserError, match="NoCheckpointing does not support gradient checkpointing"):
+        distributed.enable_gradient_checkpointing(NoCheckpointing())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _as_torchrun_rank(rank: int, port: int, argv: list[str]) -> None:
+    """What `torchrun --nproc_per_node=2 -m simu_bench run ...` starts, in a forked process."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from simu_bench.cli import main
+
+    code = 3
+    try:
+        torch.set_num_threads(1)
+        code = main(argv)
+    finally:
+        if distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os._exit(code)
+
+
+def test_run_under_torchrun_stores_what_one_process_stores(tiny_target, tmp_path):
+    import json
+
+    from simu_bench.cli import main
+
+    args = ["run", "--methods", "simu", "--seeds", "0", "--data", str(tiny_target.data_dir),
+            "--model", str(tiny_target.target_dir), "--set", "train.max_steps=2", "--set", "train.batch_size=2",
+            "--max-new-tokens", "8", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    context, port = multiprocessing.get_context("fork"), _free_port()
+    ranks = [context.Process(target=_as_torchrun_rank, args=(rank, port, [*args, "--out", str(tmp_path / "two")]))
+             for rank in range(2)]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=600)
+    assert [process.exitcode for process in ranks] == [0, 0]
+    one, two = tmp_path / "one" / "simu" / "seed0", tmp_path / "two" / "simu" / "seed0"
+    assert json.loads((two / "metrics.json").read_text()) == json.loads((one / "metrics.json").read_text())
+    unlearn_one, unlearn_two = (json.loads((d / "unlearn.json").read_text()) for d in (one, two))
+    assert (unlearn_one["world_size"], unlearn_two["world_size"]) == (1, 2)
+    assert unlearn_two["losses"] == pytest.approx(unlearn_one["losses"], rel=1e-5)
+    assert (two / "mask.safetensors").exists() and (tmp_path / "two" / "leaderboard.md").exists()
+    # the same run, whatever the number of processes: one identity in the run store
+    hashes = [json.loads((d / "config.json").read_text())["hash"] for d in (one, two)]
+    assert hashes[0] == hashes[1]
+
+
+def test_what_cannot_run_under_torchrun_is_one_line_before_anything_loads(tmp_path):
+    from simu_bench.bench import multiprocess
+    from simu_bench.bench.plan import Plan, load_method_configs
+
+    configs = load_method_configs(("simu",), ())
+    with pytest.raises(UserError, match="--eval-every cannot run under torchrun"):
+        multiprocess.check(Plan(methods=("simu",), seeds=(0,), out=tmp_path, eval_every=2), configs)
+    gnb = load_method_configs(("so_graddiff",), ("optimizer.variant=gnb",))
+    with pytest.raises(UserError, match="variant gnb"):
+        multiprocess.check(Plan(methods=("so_graddiff",), seeds=(0,), out=tmp_path), gnb)
+    assert not any(tmp_path.iterdir())

@@ -104,6 +104,40 @@ def check_supported(unlearner) -> None:
         )
 
 
+def check_gradient_checkpointing(model_class) -> None:
+    """Raise UserError unless ``model_class`` (a transformers model class) supports gradient checkpointing."""
+    if not getattr(model_class, "supports_gradient_checkpointing", False):
+        raise UserError(
+            f"--gradient-checkpointing: {model_class.__name__} does not support gradient checkpointing; "
+            f"run without the flag"
+        )
+
+
+def check_gradient_checkpointing_of(name: str) -> None:
+    """`check_gradient_checkpointing` for a model folder or hub id, from its config alone.
+
+    A config that cannot be read here is left to the model's loading, which reports it.
+    """
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(name)
+        model_class = AutoModelForCausalLM._model_mapping[type(config)]
+    except Exception:  # unreadable, remote code, unknown family: checked when the model loads
+        return
+    check_gradient_checkpointing(model_class)
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them.
+
+    Non-reentrant checkpoints (the kind FSDP2 works with); the numbers are those of a run
+    without it: the same operations run again on the same inputs.
+    """
+    check_gradient_checkpointing(type(model))
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def decoder_layers(model) -> list[torch.nn.Module]:
     """The model's repeated blocks: modules whose class is in ``model._no_split_modules``."""
     names = set(getattr(model, "_no_split_modules", None) or [])

@@ -282,7 +282,7 @@ class SophiaG(torch.optim.Optimizer):
                 # Low precision: SOUL's code, one tensor at a time. A foreach op rounds its scalar
                 # (beta2, rho * bs, ...) to the tensor's dtype first, SOUL's per-tensor ops do not.
                 for p, g, m, h in zip(params, grads, moms, hessians):
-                    _soul_step(p.data, g, m, h, lr=lr, beta1=beta1, beta2=beta2, rho=rho, weight_decay=wd,
+                    _soul_step(_data(p), g, m, h, lr=lr, beta1=beta1, beta2=beta2, rho=rho, weight_decay=wd,
                                curvature_scale=curvature_scale)
                 self._restore_masked(snapshot)
                 continue
