@@ -7,7 +7,10 @@ GENERATIONS.jsonl rows: `id`, `task` (Task1|Task2|Task3), `split` (forget|retain
 `output` (the expected answer), `generation` (the model's text: new tokens only, special tokens
 skipped). The kind comes from the id's suffix (`sc<k>` / `qa<k>`). MIA.jsonl rows: `id`,
 `membership` (member|nonmember), `nll` (the document's mean-token NLL). Prints the metrics
-JSON on stdout; `mia` only with --mia, `final` only with --mia and --utility.
+JSON on stdout; `mia` only with --mia, `final` only with --mia and --utility. Generations
+that leave any of the 12 components without a row are refused (a Task Aggregate of the others
+would read as a full score); `--allow-partial` scores them, warns on stderr and lists what is
+missing under `partial` in the JSON.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import math
 import sys
 from pathlib import Path
 
-from simu_bench.data.lume import SPLITS, TASKS, kind_of
+from simu_bench.data.lume import KINDS, SPLITS, TASKS, kind_of
 from simu_bench.errors import UserError, did_you_mean
 from simu_bench.evaluation import scoring
+from simu_bench.files import read_jsonl
 
 GENERATION_FIELDS = ("id", "task", "split", "input", "output", "generation")
 
@@ -37,26 +41,19 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--utility-name", default="utility", metavar="NAME", help="what --utility measured (default: utility)"
     )
+    parser.add_argument(
+        "--allow-partial", action="store_true",
+        help="score generations that lack some of the 12 components (forget/retain x Task1-3 x kind); the output "
+        "lists them under 'partial' and the aggregate covers only the others (default: refuse)",
+    )
     parser.set_defaults(handler=main)
 
 
 def _rows(path: Path):
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path} does not exist; expected a JSONL file with one JSON object per line")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}: "
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(
-                    f"{where}malformed JSON ({error.msg} at column {error.colno}); expected one JSON object per line"
-                ) from None
-            if not isinstance(row, dict):
-                raise UserError(f"{where}expected a JSON object, found {type(row).__name__}")
-            yield where, row
+    for number, row in read_jsonl(path):  # folders, pipes, bad bytes, deep nesting: one line each
+        yield f"{path}:{number}: ", row
 
 
 def _text(row: dict, name: str, where: str) -> str:
@@ -110,8 +107,22 @@ def read_mia(path: Path) -> tuple[list[float], list[float]]:
     return nll["member"], nll["nonmember"]
 
 
+def missing_components(scored) -> list[str]:
+    """The components (split/task/kind) of LUME's 12 that no scored row covers, in LUME's order."""
+    present = {(split, task, kind) for split, task, kind, _ in scored}
+    return [f"{split}/{task}/{kind}" for split in SPLITS for task in TASKS for kind in KINDS
+            if (split, task, kind) not in present]
+
+
 def main(args) -> int:
     scored = read_generations(args.generations)
+    missing = missing_components(scored)
+    if missing and not args.allow_partial:
+        raise UserError(
+            f"{args.generations}: no rows for {len(missing)} of the 12 components ({', '.join(missing)}); "
+            "the Task Aggregate is the harmonic mean of all 12: add generations for every forget and retain row, "
+            "or pass --allow-partial to score the others"
+        )
     member_nll = nonmember_nll = None
     if args.mia is not None:
         member_nll, nonmember_nll = read_mia(args.mia)
@@ -121,6 +132,10 @@ def main(args) -> int:
             raise UserError(f"--utility is {args.utility}; expected a score in [0, 1] (e.g. MMLU accuracy 0.242)")
         utility = {"name": args.utility_name, "value": args.utility}
     result = scoring.metrics(scored, member_nll, nonmember_nll, utility)
+    if missing:
+        result["partial"] = {"missing_components": missing, "scored_components": 12 - len(missing)}
+        print(f"warning: {args.generations}: partial score: task_aggregate covers {12 - len(missing)} of the 12 "
+              f"components; missing: {', '.join(missing)}", file=sys.stderr)
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

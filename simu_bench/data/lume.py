@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simu_bench.errors import UserError, did_you_mean
-from simu_bench.files import read_jsonl
+from simu_bench.files import read_bytes, read_jsonl
 
 TASKS = ("Task1", "Task2", "Task3")
 SPLITS = ("forget", "retain")
@@ -87,10 +87,12 @@ def kind_of(example_id: str, where: str = "") -> str:
 def _read_rows(path: Path) -> list[tuple[int, dict]]:
     """Read a .jsonl or .parquet file into (line number, row) pairs (parquet: row number)."""
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        data = read_bytes(path, "a LUME parquet file")  # a folder, pipe or unreadable file: one clear line
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(pa.BufferReader(data))
         except Exception as error:  # pyarrow raises several types for a broken file
             raise UserError(f"{path}: cannot read as parquet ({error}); expected a LUME parquet file") from None
         return [(i + 1, row) for i, row in enumerate(table.to_pylist())]
@@ -183,14 +185,23 @@ def load_lume(root: str | Path) -> LumeData:
         splits[split] = load_examples(path, split)
         if not splits[split]:
             raise UserError(f"{path}: the {split} set is empty; expected at least one row")
-    member = _find(root, "member")
-    nonmember = _find(root, "nonmember")
+    member, nonmember = (_find(root, stem) for stem in ("member", "nonmember"))
+    documents = {
+        "member": load_documents(member, "member") if member else (),
+        "nonmember": load_documents(nonmember, "nonmember") if nonmember else (),
+    }
+    if bool(documents["member"]) != bool(documents["nonmember"]):  # one alone would silently give no MIA
+        found, missing = ("member", "nonmember") if documents["member"] else ("nonmember", "member")
+        raise UserError(
+            f"{root}: {len(documents[found])} {found} documents but no {missing} ones; the membership-inference "
+            f"test compares the two: add {missing}.jsonl (rows id, document) or remove {found}.jsonl"
+        )
     utility = _find(root, WORLD_FACTS)
     return LumeData(
         forget=splits["forget"],
         retain=splits["retain"],
-        member=load_documents(member, "member") if member else (),
-        nonmember=load_documents(nonmember, "nonmember") if nonmember else (),
+        member=documents["member"],
+        nonmember=documents["nonmember"],
         utility=load_examples(utility, "utility") if utility else (),
         root=root,
     )

@@ -289,10 +289,13 @@ def _restore_random_state(state: dict) -> None:
 def _quiet(enabled: bool):
     """Silence lm-eval's and transformers' logs and progress bars, and subprocess chatter
     (lm-eval asks `git` for a commit hash) by pointing stderr, file descriptor 2 included,
-    at /dev/null for the duration."""
+    at /dev/null for the duration. A fatal error of the interpreter or of native code
+    (segmentation fault, abort) still reaches the real stderr: `faulthandler` writes there."""
     if not enabled:
         yield
         return
+    import faulthandler
+
     loggers = [logging.getLogger(name) for name in ("lm-eval", "lm_eval", "transformers", "datasets")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -300,12 +303,19 @@ def _quiet(enabled: bool):
     sys.stderr.flush()
     saved_fd = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
+    was_enabled = faulthandler.is_enabled()
+    fatal = os.fdopen(os.dup(saved_fd), "w")
+    faulthandler.enable(file=fatal, all_threads=True)
     os.dup2(devnull, 2)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             yield
     finally:
         os.dup2(saved_fd, 2)
+        faulthandler.disable()
+        if was_enabled and sys.__stderr__ is not None:
+            faulthandler.enable(file=sys.__stderr__, all_threads=True)
+        fatal.close()
         os.close(saved_fd)
         os.close(devnull)
         for logger, level in zip(loggers, levels):

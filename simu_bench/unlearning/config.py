@@ -22,6 +22,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import reprlib
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Any, Callable
 import yaml
 
 from simu_bench.errors import UserError, did_you_mean
+from simu_bench.files import read_text
 from simu_bench.unlearning.optimizers import OPTIMIZERS
 
 TOP_LEVEL = ("method", "optimizer", "train", "options", "reference", "search", "tuned")
@@ -47,6 +50,17 @@ _BAD = object()  # a value that failed validation (already reported)
 # blocks train in bfloat16, as SOUL does. `optimizer.state_dtype`: SophiaG's state precision.
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 STATE_DTYPES = ("param", "float32")
+# Values in messages are shown shortened: a YAML of nested aliases ("billion laughs") is small on
+# disk but expands to a value whose full repr would not fit in memory.
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 80
+_REPR.maxlevel = 2
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+
+
+def _show(value) -> str:
+    """`repr(value)`, shortened to a few dozen characters however large or deep the value is."""
+    return _REPR.repr(value)
 
 
 def setting(default, *, ge=None, gt=None, lt=None, le=None, choices=None, doc=""):
@@ -141,12 +155,16 @@ def load_config(
     else:
         path = Path(source)
         where = str(path)
+        if not path.exists():
+            raise UserError(f"config {where} not found; give a method name or a YAML file")
+        text = read_text(path, "a UTF-8 YAML config")  # a folder, a pipe, an unreadable file: one line
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, IsADirectoryError):
-            raise UserError(f"config {where} not found; give a method name or a YAML file") from None
+            raw = yaml.safe_load(text)
         except yaml.YAMLError as error:
             raise UserError(f"config {where} is not valid YAML: {' '.join(str(error).split())}") from None
+        except RecursionError:
+            raise UserError(f"config {where}: YAML nested too deeply (over ~{sys.getrecursionlimit()} levels); "
+                            "expected the sections method, optimizer, train, options: fix the file") from None
         if raw is None:
             raw = {}
     if not isinstance(raw, dict):
@@ -155,11 +173,11 @@ def load_config(
     raw = _apply_overrides(raw, overrides, where, problems)
     search, tuned = raw.pop("search", None), raw.pop("tuned", None)
     if tuned is not None and not isinstance(tuned, dict):
-        problems.append(f"{where}: tuned: expected a mapping (written by simu-bench tune), got {tuned!r}")
+        problems.append(f"{where}: tuned: expected a mapping (written by simu-bench tune), got {_show(tuned)}")
         tuned = None
     ref = raw.pop("reference", None)
     if ref is not None and not isinstance(ref, dict):
-        problems.append(f"{where}: reference: expected a mapping, got {ref!r}")
+        problems.append(f"{where}: reference: expected a mapping, got {_show(ref)}")
         ref = None
     ref = dict(ref or {})
     ref.pop("source", None)  # where the reference settings come from: text only
@@ -206,7 +224,7 @@ def check_search(search: Any, raw: dict, where: str, problems: list[str], option
     """
     if not isinstance(search, dict) or not search:
         problems.append(f"{where}: search: expected a mapping of dotted keys to ranges, e.g. "
-                        f"optimizer.lr: {{log_uniform: [1.0e-5, 1.0e-2]}}; got {search!r}")
+                        f"optimizer.lr: {{log_uniform: [1.0e-5, 1.0e-2]}}; got {_show(search)}")
         return {}
     checked = {}
     base: list[str] = []  # problems of the config itself, reported once, not once per dimension
@@ -222,7 +240,7 @@ def check_search(search: Any, raw: dict, where: str, problems: list[str], option
             _build_config(set_path(raw, str(key), value), where, "", found, options_of)
             found = [problem for problem in found if problem not in base]
             for problem in found:
-                problems.append(f"{label}: {value!r} is not a valid value: {problem.removeprefix(where + ': ')}")
+                problems.append(f"{label}: {_show(value)} is not a valid value: {problem.removeprefix(where + ': ')}")
             if found:
                 break
         else:
@@ -238,28 +256,28 @@ def _search_values(key: Any, spec: Any, label: str, problems: list[str]) -> list
         return None
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SEARCH_KINDS:
         kinds = ", ".join(f"{{{kind}: [...]}}" for kind in SEARCH_KINDS)
-        problems.append(f"{label}: expected one of {kinds}, got {spec!r}")
+        problems.append(f"{label}: expected one of {kinds}, got {_show(spec)}")
         return None
     kind, values = next(iter(spec.items()))
     if kind == "choice":
         if not isinstance(values, list) or not values:
-            problems.append(f"{label}: choice: expected a non-empty list of values, got {values!r}")
+            problems.append(f"{label}: choice: expected a non-empty list of values, got {_show(values)}")
             return None
         return values
     if not isinstance(values, list) or len(values) != 2:
-        problems.append(f"{label}: {kind}: expected [low, high], got {values!r}")
+        problems.append(f"{label}: {kind}: expected [low, high], got {_show(values)}")
         return None
     number = int if kind == "int" else (int, float)
     if any(isinstance(v, bool) or not isinstance(v, number) for v in values):
         expected = "whole numbers" if kind == "int" else "numbers (write 1.0e-5, with a dot, for YAML to read a float)"
-        problems.append(f"{label}: {kind}: expected [low, high] as {expected}, got {values!r}")
+        problems.append(f"{label}: {kind}: expected [low, high] as {expected}, got {_show(values)}")
         return None
     low, high = values
     if low > high:
-        problems.append(f"{label}: {kind}: low {low!r} > high {high!r}; write [low, high] with low <= high")
+        problems.append(f"{label}: {kind}: low {_show(low)} > high {_show(high)}; write [low, high] with low <= high")
         return None
     if kind == "log_uniform" and low <= 0:
-        problems.append(f"{label}: log_uniform: low {low!r} must be > 0; use uniform for a range that includes 0")
+        problems.append(f"{label}: log_uniform: low {_show(low)} must be > 0; use uniform for a range that includes 0")
         return None
     return [low, high]
 
@@ -341,7 +359,7 @@ def _build(cls: type, raw: Any, where: str, prefix: str, problems: list[str]):
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        problems.append(f"{where}: {prefix.rstrip('.')}: expected a mapping, got {raw!r}")
+        problems.append(f"{where}: {prefix.rstrip('.')}: expected a mapping, got {_show(raw)}")
         raw = {}
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
@@ -369,12 +387,12 @@ def _check_value(cls: type, name: str, value: Any, where: str, prefix: str, prob
     try:
         coerced = _coerce(hint, value)
     except (TypeError, ValueError) as error:
-        problems.append(f"{key}: got {value!r}, expected {error}")
+        problems.append(f"{key}: got {_show(value)}, expected {error}")
         return _BAD
     for item in coerced if isinstance(coerced, tuple) else (coerced,):
         expectation = _out_of_range(item, meta)
         if expectation:
-            problems.append(f"{key}: got {value!r}, expected {expectation}")
+            problems.append(f"{key}: got {_show(value)}, expected {expectation}")
             return _BAD
     return coerced
 
