@@ -40,6 +40,8 @@ class Plan:
     eval_every: int | None = None  # evaluate every K optimizer steps into trajectory.jsonl (`bench.trajectory`)
     eval_rows: int | None = None  # intermediate points on N forget + N retain rows; None: all rows
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (not part of a run's identity)
+    relearn: int | None = None  # relearning attack of STEPS steps after each run (`evaluation.relearn`); None: off
+    relearn_fraction: float = 0.25  # of the forget documents the attack fine-tunes on
     command: str = ""
 
     def cpu_threads(self) -> int | None:
@@ -59,6 +61,8 @@ class Resolved:
     configs: dict[tuple[str, int | None], dict] = field(default_factory=dict)
     unlearn_configs: dict[str, object] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # (member NLLs, non-member NLLs) of the target, for the `reference` MIA attack of every method run
+    reference_nll: tuple[list[float], list[float]] | None = None
 
 
 def resolve_methods(text: str) -> tuple[str, ...]:
@@ -226,6 +230,11 @@ def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, un
     }
     if plan.eval_every and method != REFERENCE:  # only when asked: run stores made without it keep their hashes
         config["trajectory"] = {"eval_every": plan.eval_every, "eval_rows": plan.eval_rows}
+    if plan.relearn and method != REFERENCE:  # the same: only when asked
+        from simu_bench.evaluation import relearn
+
+        config["relearn"] = {"steps": plan.relearn, "fraction": plan.relearn_fraction, "optimizer": "adamw",
+                             "lr": relearn.LR, "batch_size": relearn.BATCH_SIZE, "seed": relearn.SEED}
     return config
 
 

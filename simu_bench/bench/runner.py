@@ -28,7 +28,7 @@ from simu_bench.bench.plan import Plan, Resolved, check_inputs, plan_runs, prepa
 from simu_bench.bench.trajectory import FILE as TRAJECTORY
 from simu_bench.bench.trajectory import Trajectory, subset
 from simu_bench.errors import UserError
-from simu_bench.store.runs import REFERENCE, Run
+from simu_bench.store.runs import REFERENCE, RELEARN_FILE, Run
 
 log = logging.getLogger("simu_bench.run")
 
@@ -63,13 +63,24 @@ def run_log(run: Run):
         handler.close()
 
 
-def evaluate_model(model, tokenizer, data, plan: Plan, utility_tasks: bool = True):
-    """`evaluate` with the plan's settings; `utility_tasks=False` leaves `--utility-tasks` out."""
+def evaluate_model(model, tokenizer, data, plan: Plan, utility_tasks: bool = True, reference_nll=None):
+    """`evaluate` with the plan's settings; `utility_tasks=False` leaves `--utility-tasks` out;
+    `reference_nll` (the target's document NLLs) adds the `reference` MIA attack."""
     from simu_bench.evaluation.evaluator import evaluate
 
     utility = list(plan.utility_tasks) if plan.utility_tasks and utility_tasks else None
     return evaluate(model, tokenizer, data, batch_size=plan.eval_batch_size, max_new_tokens=plan.max_new_tokens,
-                    utility_tasks=utility)
+                    utility_tasks=utility, reference_nll=reference_nll)
+
+
+def relearn_run(model, tokenizer, data, plan: Plan, evaluation) -> dict:
+    """The relearning attack on a run's unlearned model, in place: everything stored from that
+    model (metrics.json, generations.jsonl, trajectory.jsonl) is written before this is called."""
+    from simu_bench.evaluation.relearn import relearn
+
+    return relearn(model, tokenizer, data, plan.relearn,
+                   lambda m, t, d: evaluate_model(m, t, d, plan, utility_tasks=False),
+                   fraction=plan.relearn_fraction, before=evaluation.samples, in_place=True)
 
 
 def summary_line(run: Run, metrics: dict, timings: dict) -> str:
@@ -136,6 +147,13 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
             if plan.gradient_checkpointing and run.method != REFERENCE:
                 distributed.enable_gradient_checkpointing(model)
             now = stage("load", started)
+            if run.method != REFERENCE and resolved.reference_nll is None and data.member and data.nonmember:
+                from simu_bench.evaluation.mia import reference_nll
+
+                # once per benchmark, on this still untouched target: the `reference` MIA attack's baseline
+                resolved.reference_nll = reference_nll(model, tokenizer, data.member, data.nonmember,
+                                                       plan.eval_batch_size)
+                now = stage("reference_nll", now)
             if run.method != REFERENCE:
                 unlearner = registry.create(resolved.unlearn_configs[run.method])
                 show("unlearn")
@@ -162,13 +180,18 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
 
                 model = gather(model, resolved.model, plan.device)
             show("evaluate")
-            evaluation = evaluate_model(model, tokenizer, data, plan)
-            stage("evaluate", now)
+            evaluation = evaluate_model(model, tokenizer, data, plan,
+                                        reference_nll=resolved.reference_nll if run.method != REFERENCE else None)
+            now = stage("evaluate", now)
             metrics = evaluation.to_dict()
             run.write_json("metrics.json", metrics)
             write_jsonl(run.file("generations.jsonl"), [dict(sample) for sample in evaluation.samples])
             if trajectory is not None:  # the final evaluation is the last point
                 write_jsonl(run.file(TRAJECTORY), trajectory.finish(result.steps, metrics, timings["evaluate"]))
+            if plan.relearn and run.method != REFERENCE:
+                show("relearn")
+                run.write_json(RELEARN_FILE, relearn_run(model, tokenizer, data, plan, evaluation))
+                stage("relearn", now)
             timings["total"] = round(time.perf_counter() - started, 3)
             run.write_json("timings.json", timings)
             run.finish("ok")
@@ -276,6 +299,10 @@ def _run_all(plan: Plan, configs: dict, say) -> dict[str, int]:
 
     resolved = prepare_inputs(plan)
     data = load_lume(resolved.data_dir)
+    if plan.relearn:  # a forget set of one document has none left to measure: refused before any write
+        from simu_bench.evaluation.relearn import split_documents
+
+        split_documents(data.forget, plan.relearn_fraction)
     runs = plan_runs(plan, resolved, configs)
     env = environment(plan.device)
     Path(plan.out).mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@
     simu-bench run --methods simu,so_graddiff --seeds 0,1,2 --out runs/default
     simu-bench run --methods all --set train.epochs=1 --set simu.options.t=0.3
     simu-bench run --methods all --eval-every 5 --eval-rows 32  # + trajectory.jsonl per run
+    simu-bench run --methods all --seeds 0,1,2 --relearn 20    # + relearn.json per run: the relearning attack
     simu-bench run --methods all --seeds 0,1,2 --config-dir tune/tuned --out runs/tuned
     simu-bench run --methods all --data ../shared/lume --model allenai/OLMo-1B-hf --utility-tasks mmlu --device cuda
 
@@ -101,6 +102,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="with --eval-every: evaluate the points before "
         "the final one on a seeded subset of N forget and N retain rows (default: all rows)",
     )
+    add_relearn_arguments(parser)
     parser.add_argument(
         "--gradient-checkpointing",
         action="store_true",
@@ -109,6 +111,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bars, log lines only")
     parser.set_defaults(handler=main)
     return parser
+
+
+def add_relearn_arguments(parser) -> None:
+    """`--relearn STEPS` and `--relearn-fraction F`, shared by `run` and `eval`."""
+    from simu_bench.evaluation.relearn import DEFAULT_FRACTION, LR
+
+    parser.add_argument(
+        "--relearn", type=int, metavar="STEPS",
+        help=f"relearning attack: fine-tune each unlearned model STEPS AdamW steps (lr {LR:g}) on a seeded "
+        "fraction of the forget documents, then score the forget rows of the others again; writes relearn.json "
+        "(default: off)",
+    )
+    parser.add_argument(
+        "--relearn-fraction", type=float, default=DEFAULT_FRACTION, metavar="F",
+        help=f"with --relearn: the fraction of forget documents to fine-tune on, in (0, 1) "
+        f"(default: {DEFAULT_FRACTION})",
+    )
+
+
+def check_relearn_arguments(args) -> None:
+    from simu_bench.errors import UserError
+    from simu_bench.evaluation.relearn import DEFAULT_FRACTION, check_fraction, check_steps
+
+    if args.relearn is not None:
+        check_steps(args.relearn)
+        check_fraction(args.relearn_fraction)
+    elif args.relearn_fraction != DEFAULT_FRACTION:
+        raise UserError(
+            f"--relearn-fraction {args.relearn_fraction} needs --relearn STEPS: it sets the documents the relearning "
+            "attack fine-tunes on"
+        )
 
 
 def command_line(args) -> str:
@@ -135,6 +168,8 @@ def command_line(args) -> str:
     for flag, value in (("--eval-every", args.eval_every), ("--eval-rows", args.eval_rows)):
         if value is not None:
             words += [flag, str(value)]
+    if args.relearn is not None:
+        words += ["--relearn", str(args.relearn), "--relearn-fraction", f"{args.relearn_fraction:g}"]
     return shlex.join(words)
 
 
@@ -155,6 +190,7 @@ def main(args) -> int:
         raise UserError(
             f"--eval-rows {args.eval_rows} needs --eval-every K: it sets the rows of the points evaluated every K steps"
         )
+    check_relearn_arguments(args)
     utility = tuple(t.strip() for t in args.utility_tasks.split(",") if t.strip()) if args.utility_tasks else None
     plan = Plan(
         methods=resolve_methods(args.methods),
@@ -173,6 +209,8 @@ def main(args) -> int:
         config_dir=args.config_dir,
         eval_every=args.eval_every,
         eval_rows=args.eval_rows,
+        relearn=args.relearn,
+        relearn_fraction=args.relearn_fraction,
         command=command_line(args),
     )
     if args.gradient_checkpointing and args.model is not None:
