@@ -19,6 +19,8 @@ from simu_bench.errors import UserError, did_you_mean
 from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
 from simu_bench.store.runs import REFERENCE, Run, check_writable
 
+MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes 0 .. 2**32 - 1; python and torch take more
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -90,7 +92,16 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         raise UserError(f"--seeds {text!r}: expected comma-separated whole numbers, e.g. --seeds 0,1,2") from None
     if not seeds or any(seed < 0 for seed in seeds):
         raise UserError(f"--seeds {text!r}: expected one or more non-negative whole numbers, e.g. --seeds 0,1,2")
+    for seed in seeds:
+        check_seed(seed, "--seeds")
     return seeds
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """A seed must fit every generator it seeds: numpy takes 0 .. 2**32 - 1."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{flag} {seed}: out of range; expected a whole number from 0 to {MAX_SEED:,} (2**32 - 1), "
+                        "the range numpy's generator accepts")
 
 
 def overrides_for(method: str, overrides: tuple[str, ...], methods: tuple[str, ...]) -> list[str]:
@@ -166,18 +177,14 @@ def check_inputs(plan: Plan) -> dict[str, object]:
     """Cheap checks of everything the user typed; returns the methods' configs."""
     from simu_bench.data.lume import check_data_dir
     from simu_bench.evaluation.evaluator import check_utility_tasks
-    from simu_bench.target.build import check_model_path
+    from simu_bench.target.build import check_device, check_model
 
     configs = load_method_configs(plan.methods, plan.overrides, plan.config_dir)
     check_data_dir(plan.data)
-    check_model_path(plan.model)
+    check_model(plan.model)  # config, weight headers and tokenizer files, without loading the weights
+    check_device(plan.device)
     check_utility_tasks(plan.utility_tasks)
     check_writable(plan.out)
-    if plan.device != "cpu":
-        import torch
-
-        if plan.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"--device {plan.device}: no CUDA device is available here; use --device cpu")
     return configs
 
 

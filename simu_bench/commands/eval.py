@@ -60,7 +60,7 @@ def main(args) -> int:
     from simu_bench.files import atomic_write_json, write_jsonl
     from simu_bench.store.environment import environment
     from simu_bench.store.runs import check_writable
-    from simu_bench.target.build import check_model_path, load_model, prepare
+    from simu_bench.target.build import check_device, check_model, load_model, prepare
 
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise UserError(
@@ -68,7 +68,8 @@ def main(args) -> int:
             "e.g. 32 and 256"
         )
     check_data_dir(args.data)
-    check_model_path(args.model)
+    check_model(args.model)
+    check_device(args.device)
     utility = [t.strip() for t in args.utility_tasks.split(",") if t.strip()] if args.utility_tasks else None
     check_utility_tasks(utility)
     check_relearn_arguments(args)

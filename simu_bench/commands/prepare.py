@@ -39,6 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    from simu_bench.bench.plan import check_seed
     from simu_bench.data.lume import check_data_dir
     from simu_bench.target.build import prepare
 
@@ -46,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(
             f"--docs-per-task is {args.docs_per_task}; expected a positive number of documents, e.g. --docs-per-task 10"
         )
+    check_seed(args.seed)
     check_data_dir(args.data)
     started = time.perf_counter()
     prepared = prepare(args.data, seed=args.seed, progress=not args.quiet, docs_per_task=args.docs_per_task)

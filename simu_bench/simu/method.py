@@ -98,13 +98,24 @@ class Simu(Unlearner):
         """Across processes with GradDiff's loss (answer_nll terms); per-example losses are not normalised so."""
         return getattr(self.options, "loss", "graddiff") == "graddiff"
 
+    @classmethod
+    def check_config(cls, config) -> list[str]:
+        problems = []
+        if config.optimizer.name != "sophiag":
+            problems.append(f"optimizer.name: got {config.optimizer.name!r}, expected 'sophiag' (SIMU masks "
+                            "SophiaG's momentum, curvature and weights): leave optimizer.name as sophiag")
+        if config.options.mask_path:
+            try:
+                CriticalMask.load(Path(config.options.mask_path).expanduser())
+            except UserError as error:
+                problems.append(f"options.mask_path: {error}; or set options.mask_path=null to compute the mask")
+        return problems
+
     def __init__(self, config):
         super().__init__(config)
-        if config.optimizer.name != "sophiag":
-            raise UserError(
-                f"{config.source or 'simu config'}: optimizer.name: got {config.optimizer.name!r}, "
-                f"expected 'sophiag' (SIMU masks SophiaG's momentum, curvature and weights)"
-            )
+        problems = self.check_config(config)
+        if problems:
+            raise UserError(f"{config.source or 'simu config'}: {'; '.join(problems)}")
         self.uses_reference = self.options.loss == "npo"  # NPO compares with the frozen model
         self.mask: CriticalMask | None = None
         self.attribution_seconds = 0.0

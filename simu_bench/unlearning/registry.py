@@ -95,10 +95,24 @@ def load_config(source, overrides=(), *, reference: bool = False) -> UnlearnConf
     A bare name (no folder, no suffix) is a method name, even if a file of that name sits in
     the current directory. Every problem is reported at once (see `simu_bench.unlearning.config`).
     """
+    name = None
     if not isinstance(source, dict):
         path = Path(source)
-        source = config_path(str(source)) if not path.suffix and len(path.parts) == 1 else path
-    return _load_config(source, overrides, reference=reference, options_of=options_type)
+        if not path.suffix and len(path.parts) == 1:
+            name, source = str(source), config_path(str(source))
+        else:
+            source = path
+    config = _load_config(source, overrides, reference=reference, options_of=options_type)
+    if name is not None and config.method != name:  # e.g. --set method=...: results would be filed under `name`
+        raise UserError(
+            f"{config.source}: method is {config.method!r}, but this is the config of {name!r}, whose results "
+            f"would be filed as {name!r}; choose the method by name instead (--methods {config.method})"
+        )
+    problems = get(config.method).check_config(config)
+    if problems:
+        head = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+        raise UserError(f"{head} in config: " + "; ".join(f"{config.source}: {problem}" for problem in problems))
+    return config
 
 
 def create(name_or_config, overrides=(), *, reference: bool = False):

@@ -85,6 +85,13 @@ class Unlearner:
         return self.config.method
 
     # -- setup -------------------------------------------------------------------------------
+    @classmethod
+    def check_config(cls, config: UnlearnConfig) -> list[str]:
+        """Problems of ``config`` that only this method knows (an optimizer it cannot use, a
+        file an option names), one line each; [] when none. `registry.load_config` reports them
+        with the config's other problems, so `validate` and `run` refuse them before any model loads."""
+        return []
+
 
     def prepare(self, model: torch.nn.Module, tokenizer, data) -> None:
         """Called once before training, with the model in its original state."""
