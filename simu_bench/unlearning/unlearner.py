@@ -84,7 +84,6 @@ class Unlearner:
     def name(self) -> str:
         return self.config.method
 
-    # -- setup -------------------------------------------------------------------------------
     @classmethod
     def check_config(cls, config: UnlearnConfig) -> list[str]:
         """Problems of ``config`` that only this method knows (an optimizer it cannot use, a
@@ -92,6 +91,7 @@ class Unlearner:
         with the config's other problems, so `validate` and `run` refuse them before any model loads."""
         return []
 
+    # -- setup -------------------------------------------------------------------------------
 
     def prepare(self, model: torch.nn.Module, tokenizer, data) -> None:
         """Called once before training, with the model in its original state."""
