@@ -202,3 +202,22 @@ def test_gnb_curvature_refresh_every_k_steps(tokenizer, data):
 
     result = loop.run(unlearner, tiny_model(tokenizer), tokenizer, data, seed=0, progress=False, callbacks=[Spy()])
     assert result.status == "ok" and result.steps == 6 and calls == [2, 4, 6]
+
+
+def test_gnb_curvature_uses_every_micro_batch_and_counts_their_answer_tokens(tokenizer, data):
+    """One refresh after step 1 of 2 micro-batches (forget + retain parts each): the sampled-label
+    loss is the mean over all 4 parts' answer tokens (each part's mean weighted by its share),
+    and curvature_scale becomes that token count B (Sophia's bs: the tokens behind one gradient)."""
+    gnb = ["optimizer.variant=gnb", "optimizer.hessian_interval=1", "train.max_steps=1"]
+    unlearner = registry.create("so_graddiff", FAST + gnb)
+    seen = {}
+
+    class Spy:
+        def after_step(self, state):  # runs after the refresh (optimizer hooks come first)
+            seen["parts"] = [part for batch in state.group for part in batch.parts()]
+            seen["scale"] = {group["curvature_scale"] for group in state.optimizer.param_groups}
+
+    loop.run(unlearner, tiny_model(tokenizer), tokenizer, data, seed=0, progress=False, callbacks=[Spy()])
+    tokens = [int((part.labels[:, 1:] != -100).sum()) for part in seen["parts"]]
+    assert len(tokens) == 4 and min(tokens) > 0
+    assert seen["scale"] == {float(sum(tokens))}

@@ -235,6 +235,7 @@ class Session:
             loss.backward()
             total += value
         state.loss = total
+        state.group = group
         _call(self.hooks, "before_step", state)
         norm = distributed.full_norm(torch.nn.utils.clip_grad_norm_(self.params, self.train_cfg.max_grad_norm))
         if not math.isfinite(norm):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from simu_bench.data.pairing import IGNORE
 from simu_bench.unlearning import losses
 from simu_bench.unlearning.sophia import SophiaG
 
@@ -49,8 +50,13 @@ class CurvatureRefresh:
     """Sophia-G's Gauss-Newton-Bartlett curvature, refreshed every ``optimizer.hessian_interval`` steps.
 
     After an optimizer step it samples labels from the model's own logits on the answer
-    positions of the last micro-batch (forget and retain), back-propagates their
-    cross-entropy and folds the squared gradient into the optimizer's curvature.
+    positions of every micro-batch of that step (forget and retain parts), back-propagates the
+    mean cross-entropy over all their answer tokens and folds the squared gradient into the
+    optimizer's curvature. The gradient of a mean over B tokens is 1/B of their sum, so the
+    curvature estimate is scaled by B: as in Sophia's reference code, whose ``bs`` is the
+    number of tokens behind one gradient (batch x block size), ``curvature_scale`` is set to B,
+    the answer-token count of the refresh's batch (the config's value holds until the first
+    refresh, while the curvature is still zero).
     """
 
     def __init__(self, optimizer):
@@ -60,10 +66,18 @@ class CurvatureRefresh:
     def after_step(self, state) -> None:
         if state.step % self.every != 0:  # after steps k, 2k, ... as in Sophia's reference loop
             return
-        parts = state.batch.parts()
-        for part in parts:
-            (losses.sampled_label_loss(state.model, part, state.generator) / len(parts)).backward()
+        device = next(state.model.parameters()).device
+        parts = [part.to(device) for batch in (state.group or [state.batch]) for part in batch.parts()]
+        tokens = [int((part.labels[:, 1:] != IGNORE).sum()) for part in parts]  # answer tokens per part
+        total = sum(tokens)
+        if not total:
+            return
+        for part, count in zip(parts, tokens):
+            if count:  # this part's share of the mean over all `total` answer tokens
+                (losses.sampled_label_loss(state.model, part, state.generator) * (count / total)).backward()
         self.optimizer.update_hessian()
+        for group in self.optimizer.param_groups:
+            group["curvature_scale"] = float(total)
         self.optimizer.zero_grad(set_to_none=True)
 
 

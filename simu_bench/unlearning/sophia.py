@@ -33,7 +33,8 @@ bfloat16 run matches SOUL's arithmetic bit for bit (``tests/test_precision.py``)
 
 ``curvature_scale`` multiplies the curvature as the ``bs`` argument of both reference
 implementations does (5120 there; for the GNB estimator it stands for the number of tokens
-behind one gradient).
+behind one gradient, so for ``gnb`` the training loop's curvature refresh sets it to the
+answer-token count of each refresh's batch: `simu_bench.unlearning.optimizers.CurvatureRefresh`).
 
 Masks: ``optimizer.set_mask(param, mask)`` with a tensor broadcastable to ``param`` and values
 in [0, 1]. After every step (and every `update_hessian`), each of momentum, curvature and weights

@@ -21,7 +21,7 @@ training loop (`simu_bench.unlearning.loop.run`) drives it through these hooks, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
@@ -45,6 +45,7 @@ class LoopState:
     step: int = 0  # optimizer steps done
     epoch: int = 0
     batch: PairedBatch | None = None  # the last micro-batch
+    group: list = field(default_factory=list)  # the micro-batches of the current / last optimizer step
     loss: float | None = None  # the loss of the current / last optimizer step
 
 
