@@ -42,11 +42,21 @@ def test_evaluating_along_the_way_changes_no_result(stores, method):
     assert (traced / "metrics.json").read_bytes() == (plain / "metrics.json").read_bytes()
     assert (traced / "generations.jsonl").read_bytes() == (plain / "generations.jsonl").read_bytes()
     losses = [json.loads((run / "unlearn.json").read_text())["losses"] for run in (plain, traced)]
-    assert losses[0] == losses[1] and len(losses[0]) == 3
+    assert losses[0] == losses[1] and len(losses[0]) == (3 if registry.get(method).trains else 0)
     assert read_trajectory(plain) is None and not (plain / FILE).exists()
 
 
-@pytest.mark.parametrize("method", registry.names())
+def test_a_method_without_steps_has_one_point_its_final_evaluation(stores):
+    """Selective Pruning changes the model in `prepare` and runs no step: its trajectory is the
+    final evaluation at step 0 (the pruned model, not the target)."""
+    plain, traced = stores
+    (only,) = read_trajectory(traced / "selective_pruning" / "seed0")
+    metrics = json.loads((traced / "selective_pruning" / "seed0" / "metrics.json").read_text())
+    assert {k: v for k, v in only.items() if k != "seconds"} == {
+        k: v for k, v in point(0, metrics, 0.0).items() if k != "seconds"}
+
+
+@pytest.mark.parametrize("method", [name for name in registry.names() if registry.get(name).trains])
 def test_trajectory_rows(stores, method):
     plain, traced = stores
     points = read_trajectory(traced / method / "seed0")
