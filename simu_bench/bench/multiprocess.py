@@ -54,9 +54,8 @@ def gather(model, name: str, device: str):
     return whole
 
 
-def follow(plan, resolved, run, data) -> None:
+def follow(plan, resolved, run, data, seed_everything) -> None:
     """A rank other than 0: the same unlearning as rank 0, then its shards to rank 0."""
-    from simu_bench.bench.runner import seed_everything
     from simu_bench.target.build import load_model
     from simu_bench.unlearning import loop, registry
 
@@ -73,9 +72,12 @@ def follow(plan, resolved, run, data) -> None:
         log.exception("rank %d: %s seed %s failed", distributed.world()[0], run.method, run.seed)
 
 
-def run_all(plan, configs: dict, say) -> dict[str, int]:
-    """The benchmark loop of `simu_bench.bench.runner._run_all` across the processes of `torchrun`."""
-    from simu_bench.bench import runner
+def run_all(plan, configs: dict, say, runner) -> dict[str, int]:
+    """The benchmark loop of `simu_bench.bench.runner._run_all` across the processes of `torchrun`.
+
+    ``runner`` gives the steps of one process (`execute`, `write_leaderboard`, `seed_everything`,
+    `free_memory`): `simu_bench.bench.runner` passes itself, which imports this module.
+    """
     from simu_bench.bench.plan import plan_runs, prepare_inputs
     from simu_bench.data.lume import load_lume
     from simu_bench.files import atomic_write_json
@@ -113,7 +115,7 @@ def run_all(plan, configs: dict, say) -> dict[str, int]:
                 with claim:
                     status = runner.execute(plan, resolved, run, data, env, say)
             elif run.method != REFERENCE:
-                follow(plan, resolved, run, data)
+                follow(plan, resolved, run, data, runner.seed_everything)
             runner.free_memory()
         counts[status] = counts.get(status, 0) + 1
     if rank == 0:

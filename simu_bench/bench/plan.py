@@ -42,6 +42,8 @@ class Plan:
     eval_every: int | None = None  # evaluate every K optimizer steps into trajectory.jsonl (`bench.trajectory`)
     eval_rows: int | None = None  # intermediate points on N forget + N retain rows; None: all rows
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (not part of a run's identity)
+    backend: str = "hf"  # generation: hf | vllm (`simu_bench.evaluation.backends`)
+    strict: bool = False  # vllm: fall back to hf when the parity rows differ
     relearn: int | None = None  # relearning attack of STEPS steps after each run (`evaluation.relearn`); None: off
     relearn_fraction: float = 0.25  # of the forget documents the attack fine-tunes on
     command: str = ""
@@ -237,6 +239,8 @@ def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, un
     }
     if plan.eval_every and method != REFERENCE:  # only when asked: run stores made without it keep their hashes
         config["trajectory"] = {"eval_every": plan.eval_every, "eval_rows": plan.eval_rows}
+    if plan.backend != "hf":  # only when asked: run stores generated with hf keep their hashes
+        config["evaluation"]["backend"] = {"name": plan.backend, "strict": plan.strict}
     if plan.relearn and method != REFERENCE:  # the same: only when asked
         from simu_bench.evaluation import relearn
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 import traceback
 from contextlib import contextmanager
@@ -69,7 +70,10 @@ def evaluate_model(model, tokenizer, data, plan: Plan, utility_tasks: bool = Tru
     from simu_bench.evaluation.evaluator import evaluate
 
     utility = list(plan.utility_tasks) if plan.utility_tasks and utility_tasks else None
+    from simu_bench.evaluation.backends import Backend
+
     return evaluate(model, tokenizer, data, batch_size=plan.eval_batch_size, max_new_tokens=plan.max_new_tokens,
+                    backend=Backend(plan.backend, plan.strict),
                     utility_tasks=utility, reference_nll=reference_nll)
 
 
@@ -260,7 +264,7 @@ def run_benchmark(plan: Plan, say=print) -> dict[str, int]:
         if distributed.launched():  # under torchrun: each run across its processes
             from simu_bench.bench.multiprocess import run_all
 
-            return run_all(plan, configs, say)
+            return run_all(plan, configs, say, sys.modules[__name__])  # this module's steps, without an import
         return _run_all(plan, configs, say)
     finally:
         torch.set_num_threads(threads)

@@ -49,6 +49,9 @@ def add_parser(subparsers) -> None:
         help=f"generation limit per row (default: {MAX_NEW_TOKENS}, as LUME)",
     )
     add_relearn_arguments(parser)
+    from simu_bench.commands.run import add_backend_arguments
+
+    add_backend_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar when the embedded data is built")
     parser.set_defaults(handler=main)
 
@@ -72,6 +75,9 @@ def main(args) -> int:
     check_device(args.device)
     utility = [t.strip() for t in args.utility_tasks.split(",") if t.strip()] if args.utility_tasks else None
     check_utility_tasks(utility)
+    from simu_bench.evaluation.backends import check_backend
+
+    backend = check_backend(args.backend, args.strict)
     check_relearn_arguments(args)
     if args.out is not None:
         check_writable(args.out)
@@ -84,7 +90,8 @@ def main(args) -> int:
     started = time.perf_counter()
     model, tokenizer = load_model(args.model, device=args.device)
     result = evaluate(
-        model, tokenizer, data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, utility_tasks=utility
+        model, tokenizer, data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, utility_tasks=utility,
+        backend=backend,
     )
     metrics = result.to_dict()
     if args.out is not None:

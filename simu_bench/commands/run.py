@@ -108,6 +108,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="recompute activations in the backward pass: less memory, about a third more time, the same numbers",
     )
+    add_backend_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars, log lines only")
     parser.set_defaults(handler=main)
     return parser
@@ -144,6 +145,17 @@ def check_relearn_arguments(args) -> None:
         )
 
 
+def add_backend_arguments(parser) -> None:
+    """`--backend hf|vllm` and `--strict`, shared by `run` and `eval`."""
+    parser.add_argument(
+        "--backend", default="hf", choices=("hf", "vllm"),
+        help='generation backend (default: hf); vllm needs pip install "simu-bench[vllm]" and checks its text '
+        "against hf on the first 32 rows (parity in metrics.json)",
+    )
+    parser.add_argument("--strict", action="store_true",
+                        help="with --backend vllm: generate with hf instead when any parity row differs")
+
+
 def command_line(args) -> str:
     """The canonical command for these arguments (written into the run store and the leaderboard)."""
     words = ["simu-bench", "run", "--methods", args.methods, "--seeds", args.seeds]
@@ -153,6 +165,8 @@ def command_line(args) -> str:
     words += ["--out", str(args.out)]
     if args.gradient_checkpointing:
         words += ["--gradient-checkpointing"]
+    if args.backend != "hf":
+        words += ["--backend", args.backend] + (["--strict"] if args.strict else [])
     if args.config_dir is not None:
         words += ["--config-dir", str(args.config_dir)]
     for override in args.overrides:
@@ -203,6 +217,8 @@ def main(args) -> int:
         device=args.device,
         quiet=args.quiet,
         gradient_checkpointing=args.gradient_checkpointing,
+        backend=args.backend,
+        strict=args.strict,
         eval_batch_size=args.eval_batch_size,
         max_new_tokens=args.max_new_tokens,
         threads=args.threads,
@@ -217,6 +233,9 @@ def main(args) -> int:
         from simu_bench.unlearning.distributed import check_gradient_checkpointing_of
 
         check_gradient_checkpointing_of(args.model)
+    from simu_bench.evaluation.backends import check_backend
+
+    check_backend(args.backend, args.strict)  # before anything is written
     counts = run_benchmark(plan)
     if not counts:  # a process of torchrun other than rank 0: rank 0 reports
         return 0

@@ -51,6 +51,7 @@ class EvalResult:
     # the official overall scores: {"forget": {"regurgitation", "knowledge"}, "retain": {...}}
     overall: dict = field(default_factory=dict)
     samples: list[dict] = field(default_factory=list, repr=False)
+    generation: dict | None = None  # --backend vllm: {"backend", "parity_rows", "parity"} (`backends`)
 
     def to_dict(self) -> dict:
         """The metrics JSON (the keys `simu-bench score` prints, plus `mia_attacks`); samples are left out."""
@@ -65,13 +66,15 @@ class EvalResult:
             out["utility"] = dict(self.utility)
         if self.final is not None:
             out["final"] = self.final
+        if self.generation is not None:
+            out["generation"] = dict(self.generation)
         return out
 
 
 def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS,
              utility_tasks: list[str] | None = None, limit: int | None = None,
              mia_batch_size: int | None = None, reference_nll: tuple[list, list] | None = None,
-             verbose: bool = False) -> EvalResult:
+             verbose: bool = False, backend=None) -> EvalResult:
     """Evaluate `model` on `data` exactly as LUME's official scorer does, batched.
 
     Args:
@@ -88,6 +91,8 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, 
         reference_nll: (member NLLs, non-member NLLs) of all of `data`'s MIA documents under the
             model before unlearning (`mia.reference_nll`); enables the `reference` MIA attack.
         verbose: show lm-eval's logs and progress bars.
+        backend: a `simu_bench.evaluation.backends.Backend` (None: HF `generate`); with vLLM the
+            result's `generation` records the backend and its parity with HF on the first rows.
 
     The caller's random state (python, numpy, torch) and `model.training` are left as found.
     """
@@ -100,8 +105,8 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, 
     pad_token = tokenizer.pad_token  # HFLM sets a missing pad token on the caller's tokenizer
     try:
         with _quiet(not verbose):
-            samples, utility = _generate_and_score(
-                model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit
+            samples, utility, generation = _generate(
+                model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit, backend
             )
         mia = None
         if data.member and data.nonmember:
@@ -131,11 +136,41 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, 
         final=summary.get("final"),
         overall=summary["overall"],
         samples=samples,
+        generation=generation,
     )
 
 
-def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit):
-    """Run the task pack through lm-eval; return (scored samples, utility dict or None)."""
+def _generate(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit, backend):
+    """(samples, utility, generation record): HF, or vLLM checked against HF on the first rows.
+
+    ``backend`` is a `backends.Backend` (None: HF). The record is None for HF, else
+    ``{"backend", "parity_rows", "parity"}``; see `simu_bench.evaluation.backends`.
+    """
+    if backend is None or backend.name == "hf":
+        return (*_generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit), None)
+    from simu_bench.evaluation import backends
+
+    samples, utility = _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit,
+                                           vllm=True)
+    check = backends.first_rows(data, backend.parity_rows)
+    reference, _ = _generate_and_score(model, tokenizer, check, batch_size, max_new_tokens, None, None)
+    rate, compared = backends.parity(samples, reference)
+    record = {"backend": "vllm", "parity_rows": compared, "parity": rate}
+    if rate < 1:
+        backends.warn_mismatch(rate, compared, backend.strict)
+        if backend.strict:
+            samples, utility = _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks,
+                                                   limit)
+            record["backend"] = "hf (vllm fallback)"
+    return samples, utility, record
+
+
+def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit, vllm=False):
+    """Run the task pack through lm-eval; return (scored samples, utility dict or None).
+
+    ``vllm``: the task pack's generations come from vLLM (`backends.vllm_lm`); utility tasks
+    named in ``utility_tasks`` still run on HF.
+    """
     from simu_bench import tasks as task_pack
 
     cells = {(e.split, e.task, e.kind) for split in SPLITS for e in data.split(split)}
@@ -145,7 +180,14 @@ def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, util
     rows = [e for split in (*SPLITS, "utility") for e in data.split(split)]
     longest = max((len(tokenizer(e.input)["input_ids"]) for e in rows), default=1)
     # A context window that fits the longest prompt plus its answer: nothing is truncated.
-    lm = _make_lm(model, tokenizer, batch_size, max_new_tokens, max_length=longest + max_new_tokens)
+    generation_kwargs = {"max_gen_toks": max_new_tokens}
+    if vllm:
+        from simu_bench.evaluation import backends
+
+        lm = backends.vllm_lm(model, tokenizer, max_new_tokens, max_length=longest + max_new_tokens)
+        generation_kwargs.update(backends.VLLM_GENERATION)
+    else:
+        lm = _make_lm(model, tokenizer, batch_size, max_new_tokens, max_length=longest + max_new_tokens)
     with tempfile.TemporaryDirectory(prefix="simu-bench-eval-") as tmp:
         # The task pack reads rows from a directory; write exactly this LumeData there.
         _write_data(Path(tmp), data)
@@ -154,7 +196,7 @@ def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, util
             # the model's own context window here: these tasks are not LUME's
             external = _make_lm(model, tokenizer, batch_size, max_new_tokens, max_length=None)
             utility = _external_utility(external, list(utility_tasks), tmp, limit, max_new_tokens)
-        out = _run_tasks(lm, names, tmp, limit, {"max_gen_toks": max_new_tokens})
+        out = _run_tasks(lm, names, tmp, limit, generation_kwargs)
     samples = []
     for name in names:
         for sample in sorted(out["samples"][name], key=lambda s: s["doc_id"]):

@@ -1,0 +1,127 @@
+"""Generation backends of the evaluation: HF `generate` (the default) or vLLM, both through lm-eval.
+
+    simu-bench run --methods all --backend vllm          # needs: pip install "simu-bench[vllm]"
+    simu-bench eval --model DIR --backend vllm --strict
+
+vLLM cannot take an in-memory model: the model and its tokenizer are saved (safetensors) into
+a temporary folder, under /dev/shm where it exists (memory, not disk), and lm-eval's `vllm`
+model loads them from there with the settings of the official decode (`vllm_settings`,
+`VLLM_GENERATION`): greedy (``do_sample: false`` and ``temperature: 0``), new tokens decoded
+with ``skip_special_tokens: true``, prompts tokenised as ``tokenizer(x)`` does (lm-eval's
+``add_bos_token`` left unset, so the tokenizer's own special-token rule applies, as in the HF
+path), ``batch_size: auto``. The folder is removed once vLLM has loaded the weights.
+
+Parity: HF and vLLM greedy text can differ (other kernels, batching and detokenisation). The
+first ``parity_rows`` forget/retain rows (default 32) are generated with both backends; the
+share whose text is identical is recorded in metrics.json as ``generation.parity``. Below 1
+a warning is logged and, with ``strict``, the whole generation is redone with HF
+(``generation.backend`` then reads ``hf (vllm fallback)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from simu_bench.errors import UserError, did_you_mean
+
+BACKENDS = ("hf", "vllm")
+INSTALL = 'pip install "simu-bench[vllm]"'
+MISSING = f"--backend vllm: vLLM is not installed; install it with {INSTALL}, or use --backend hf"
+PARITY_ROWS = 32
+# generation_kwargs of every generative task under vLLM (lm-eval's vllm model defaults
+# skip_special_tokens to false; the official scorer skips them).
+VLLM_GENERATION = {"do_sample": False, "temperature": 0.0, "skip_special_tokens": True}
+
+log = logging.getLogger("simu_bench.evaluation")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Which backend generates, and what to do when it disagrees with HF."""
+
+    name: str = "hf"
+    strict: bool = False  # vllm: fall back to hf when any parity row differs
+    parity_rows: int = PARITY_ROWS
+
+
+def check_backend(name: str, strict: bool = False, parity_rows: int = PARITY_ROWS) -> Backend:
+    """The `Backend` for ``--backend NAME``; UserError for an unknown name or a missing vLLM."""
+    if name not in BACKENDS:
+        raise UserError(f"--backend {name!r} is unknown{did_you_mean(name, BACKENDS)}")
+    if strict and name != "vllm":
+        raise UserError("--strict compares vLLM's text with HF's: it needs --backend vllm")
+    if parity_rows < 1:
+        raise UserError(f"--parity-rows {parity_rows}: expected a positive number of rows, e.g. {PARITY_ROWS}")
+    if name == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UserError(MISSING)
+    return Backend(name, strict, parity_rows)
+
+
+def vllm_settings(folder: Path, max_new_tokens: int, max_length: int | None) -> dict:
+    """The arguments of lm-eval's `vllm` model for a model saved in ``folder``."""
+    settings = {
+        "pretrained": str(folder),
+        "tokenizer": str(folder),
+        "dtype": "auto",  # the saved weights' dtype
+        "batch_size": "auto",
+        "max_gen_toks": max_new_tokens,
+        "seed": 1234,
+    }
+    if max_length is not None:
+        settings["max_length"] = max_length
+    return settings
+
+
+@contextlib.contextmanager
+def saved(model, tokenizer):
+    """A temporary folder holding ``model`` and ``tokenizer`` (under /dev/shm where it exists)."""
+    root = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    folder = Path(tempfile.mkdtemp(prefix="simu-bench-vllm-", dir=root))
+    try:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def vllm_lm(model, tokenizer, max_new_tokens: int, max_length: int | None):
+    """lm-eval's `vllm` model over a saved copy of ``model`` (the copy is removed once loaded)."""
+    try:
+        from lm_eval.models.vllm_causallms import VLLM
+    except ModuleNotFoundError:
+        raise UserError(MISSING) from None
+    with saved(model, tokenizer) as folder:
+        return VLLM(**vllm_settings(folder, max_new_tokens, max_length))
+
+
+def parity(vllm_samples: list[dict], hf_samples: list[dict]) -> tuple[float, int]:
+    """(share of identical texts, rows compared): the HF samples that vLLM also generated
+    (matched by split and id; an evaluation with ``limit`` generates fewer rows)."""
+    made = {(s["split"], s["id"]): s["generation"] for s in vllm_samples}
+    both = [s for s in hf_samples if (s["split"], s["id"]) in made]
+    if not both:
+        return 1.0, 0
+    return sum(made[(s["split"], s["id"])] == s["generation"] for s in both) / len(both), len(both)
+
+
+def first_rows(data, rows: int):
+    """``data`` cut to its first ``rows`` forget/retain rows (half from each split, forget first
+    when odd: the task pack needs both), without MIA documents or utility rows."""
+    from dataclasses import replace
+
+    forget = data.forget[: (rows + 1) // 2]
+    retain = data.retain[: rows // 2 or 1]
+    return replace(data, forget=forget, retain=retain, member=(), nonmember=(), utility=())
+
+
+def warn_mismatch(rate: float, rows: int, strict: bool) -> None:
+    action = "generating again with hf (--strict)" if strict else "keeping vLLM's text; --strict falls back to hf"
+    log.warning("vLLM and HF generations differ on %d of the first %d rows (parity %.3f); %s",
+                round((1 - rate) * rows), rows, rate, action)
