@@ -34,9 +34,16 @@ def one_thread():
 
 @pytest.mark.parametrize("method", registry.names())
 def test_every_shipped_config_declares_a_valid_search_space_that_is_not_part_of_its_identity(method):
+    """The same shape for every method that trains: lr (log-uniform), epochs, and the retain
+    weight where the loss has one (``gamma``, or ``alpha`` as NPO-style papers call it)."""
     config = registry.load_config(method)
-    assert {"optimizer.lr", "options.gamma", "train.epochs"} <= set(config.search)
-    assert next(iter(config.search["optimizer.lr"])) == "log_uniform"
+    if registry.get(method).trains:
+        assert {"optimizer.lr", "train.epochs"} <= set(config.search)
+        assert next(iter(config.search["optimizer.lr"])) == "log_uniform"
+    else:
+        assert config.search  # e.g. Selective Pruning's pruned share
+    weights = [f"options.{name}" for name in ("gamma", "alpha") if hasattr(config.options, name)]
+    assert all(key in config.search for key in weights), weights
     assert "search" not in config.to_dict() and "tuned" not in config.to_dict()
 
 
