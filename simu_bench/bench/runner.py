@@ -29,6 +29,7 @@ from simu_bench.bench.plan import Plan, Resolved, check_inputs, plan_runs, prepa
 from simu_bench.bench.trajectory import FILE as TRAJECTORY
 from simu_bench.bench.trajectory import Trajectory, subset
 from simu_bench.errors import UserError
+from simu_bench.files import WriteError, remove_temp_files
 from simu_bench.store.runs import REFERENCE, RELEARN_FILE, Run
 
 log = logging.getLogger("simu_bench.run")
@@ -43,10 +44,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _LogFile(logging.FileHandler):
+    """The run's log.txt. A record it cannot write (a full disk) is dropped: logging's default
+    prints a traceback on stderr, and the failure that matters surfaces as a `WriteError`."""
+
+    def handleError(self, record) -> None:
+        pass
+
+
 @contextmanager
 def run_log(run: Run):
     """Send the package's log records (and warnings) to the run's log.txt while it runs."""
-    handler = logging.FileHandler(run.file("log.txt"), encoding="utf-8")
+    handler = _LogFile(run.file("log.txt"), encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     loggers = [logging.getLogger("simu_bench"), logging.getLogger("py.warnings")]
     levels = [logger.level for logger in loggers]
@@ -205,8 +214,14 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
         except KeyboardInterrupt:
             log.warning("interrupted; this run has no status.json and is redone on the next call")
             raise
+        except WriteError:  # e.g. the disk is full: recording a crash would fail too; redone next time
+            log.error("stopped: a result could not be written; this run is redone on the next call")
+            raise
         except UserError as error:
             if run.method == REFERENCE:  # the target itself cannot be used: nothing else can run
+                import shutil
+
+                shutil.rmtree(run.path, ignore_errors=True)  # it holds no result: leave no half-made run
                 raise
             return _crashed(run, error, timings, started, say)
         except Exception as error:  # a crashing method must not take the others down
@@ -239,6 +254,7 @@ def write_leaderboard(out: Path, command: str) -> list[Path]:
     from simu_bench.leaderboard.plots import write_plots
 
     board = build(out)
+    remove_temp_files(out)  # of a leaderboard write cut short by a kill (the caller holds the leaderboard lock)
     written = []
     for fmt in ("md", "json"):
         path = out / f"leaderboard.{fmt}"
@@ -310,7 +326,12 @@ def _run_all(plan: Plan, configs: dict, say) -> dict[str, int]:
     runs = plan_runs(plan, resolved, configs)
     env = environment(plan.device)
     Path(plan.out).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(Path(plan.out) / "run.json", {"command": plan.command, "date": env["date"]})
+    from simu_bench.store import claims
+
+    with claims.leaderboard_lock(plan.out):  # every file at the top of the store is written under this lock
+        remove_temp_files(plan.out)  # writes cut short by a kill; run folders clean their own (`Run.begin`)
+        remove_temp_files(Path(plan.out) / claims.FOLDER, min_age_s=60)  # claims are written without this lock
+        atomic_write_json(Path(plan.out) / "run.json", {"command": plan.command, "date": env["date"]})
     counts: dict[str, int] = {}
     # The outer bar counts runs and names the stage in progress; prepare and unlearn show their own bars.
     bar = tqdm(total=len(runs), unit="run", disable=plan.quiet, dynamic_ncols=True)

@@ -146,7 +146,7 @@ def outcome(runs: list[Run]) -> dict:
         status = (run.status() or {}).get("status", "crashed")
         values = dict(WORST, status=status)
         if status == "ok":
-            flat = run_values(read_json(run.file("metrics.json")))
+            flat = run_values(read_json(run.file("metrics.json"), expect=dict))
             for split in ("forget", "retain"):
                 parts = [v for k, v in flat.items()
                          if k.startswith(f"{split}/") and k.count("/") == 2 and v is not None]  # the 6 components

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from simu_bench.errors import UserError
-from simu_bench.files import atomic_write_text
+from simu_bench.files import atomic_write_text, remove_temp_files
 from simu_bench.leaderboard.board import FORMATS, build, render
 from simu_bench.store.runs import check_writable
 
@@ -40,6 +40,9 @@ def command_line(args) -> str:
 
 
 def main(args) -> int:
+    if args.output is not None and args.output.is_dir():
+        raise UserError(f"--output {args.output} is a directory; expected a file to write the table to, "
+                        f"e.g. --output {args.output / ('leaderboard.' + args.format)}")
     board = build(args.run_dir)
     if not board.rows:
         raise UserError(f"{args.run_dir} holds no finished run; run `simu-bench run --out {args.run_dir}` first")
@@ -49,6 +52,7 @@ def main(args) -> int:
     commands = [c for c in (board.meta.get("run_command"), command_line(args)) if c]
     text = render(board, args.format, commands)
     if args.output:
+        remove_temp_files(args.output.parent, names=(args.output.name,))  # of a write cut short by a kill
         atomic_write_text(args.output, text)
     else:
         sys.stdout.write(text)

@@ -240,13 +240,13 @@ def _meta(out: Path) -> dict:
     """Where the runs came from: the run command, data, model and environment of the reference."""
     meta = {"run_dir": str(out)}
     if (out / "run.json").exists():
-        meta["run_command"] = read_json(out / "run.json").get("command")
+        meta["run_command"] = read_json(out / "run.json", expect=dict).get("command")
     reference = out / REFERENCE
     if (reference / "config.json").exists():
-        config = read_json(reference / "config.json").get("config", {})
+        config = read_json(reference / "config.json", expect=dict).get("config", {})
         meta.update({k: config.get(k) for k in ("data", "model") if k in config})
     if (reference / "environment.json").exists():
-        meta["environment"] = read_json(reference / "environment.json")
+        meta["environment"] = read_json(reference / "environment.json", expect=dict)
     return meta
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from simu_bench.data.lume import KINDS, TASKS
-from simu_bench.files import atomic_write_bytes
+from simu_bench.files import atomic_write_bytes, remove_temp_files
 from simu_bench.leaderboard.board import Board, Stat, run_values
 from simu_bench.leaderboard.comparison import LEVELS
 from simu_bench.store.runs import REFERENCE, read_trajectory
@@ -93,10 +93,18 @@ def plot_tradeoff(board: Board, path: Path) -> Path:
     ax.set_xlim(-0.03, 1.03)
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    _legend_or_note(ax, lambda: ax.legend(fontsize=8, loc="lower right"))
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _legend_or_note(ax, legend) -> None:
+    """Draw the legend, or, when no run finished ok (every run crashed), say so on the plot."""
+    if ax.get_legend_handles_labels()[0]:
+        legend()
+    else:
+        ax.text(0.5, 0.5, "no run finished ok: nothing to plot", ha="center", va="center", transform=ax.transAxes)
 
 
 def plot_per_task(board: Board, path: Path) -> Path:
@@ -119,7 +127,8 @@ def plot_per_task(board: Board, path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("score (ROUGE-L recall / exact match)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(rows), 4), fontsize=8, bbox_to_anchor=(0.5, -0.06))
+    _legend_or_note(axes[0], lambda: fig.legend(handles, labels, loc="lower center", ncol=min(len(rows), 4),
+                                                fontsize=8, bbox_to_anchor=(0.5, -0.06)))
     _save(fig, path)
     plt.close(fig)
     return path
@@ -175,6 +184,7 @@ def plot_trajectories(board: Board, path: Path) -> Path | None:
 def write_plots(board: Board, directory: Path) -> list[Path]:
     """Write the plots into `directory` and return their paths (trajectory.png only when runs have one)."""
     directory = Path(directory)
+    remove_temp_files(directory, names=("tradeoff.png", "per_task.png", "trajectory.png"))  # a write cut short
     written = [plot_tradeoff(board, directory / "tradeoff.png"), plot_per_task(board, directory / "per_task.png")]
     trajectory = plot_trajectories(board, directory / "trajectory.png")
     return written + ([trajectory] if trajectory is not None else [])

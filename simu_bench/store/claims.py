@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simu_bench.errors import UserError
-from simu_bench.files import atomic_write_json, read_json
+from simu_bench.files import atomic_write_json, read_json, remove_temp_files
 
 FOLDER = ".claims"  # inside the run store
 
@@ -127,6 +127,7 @@ def claim(path: Path, what: str = "the run") -> Claim:
     if not _acquire(lock, _lock_file(path), what):
         return Claim(path, held=False, owner=owner_text(read_claim(path)) or "another worker")
     stale = read_claim(path)
+    remove_temp_files(path.parent, names=(_owner_file(path).name,))  # an owner record cut short by a kill
     record = {
         "host": socket.gethostname(),
         "pid": os.getpid(),

@@ -83,6 +83,41 @@ def check_writable(out: Path) -> None:
         ) from None
 
 
+def _redo(path: Path) -> str:
+    return f"delete {path} to redo the run"
+
+
+def check_metrics(metrics, path: Path) -> dict:
+    """`metrics` (read from `path`) if it looks like an evaluation's metrics (a headline number), else UserError."""
+    headline = [metrics.get(key) for key in ("task_aggregate", "final")] if isinstance(metrics, dict) else []
+    if not any(isinstance(value, (int, float)) and not isinstance(value, bool) for value in headline):
+        found = ", ".join(sorted(map(str, metrics))) if isinstance(metrics, dict) else type(metrics).__name__
+        raise UserError(f"{path}: expected the metrics of a finished run (task_aggregate, components, ...), "
+                        f"found {found or 'an empty object'}; {_redo(path.parent)}")
+    return metrics
+
+
+def read_status(run_dir: Path, metrics: bool = False) -> dict | None:
+    """The status record of `run_dir`, checked (see `Run.status`); None when it has none.
+
+    With `metrics`, an `ok` record also needs a `metrics.json` that `check_metrics` accepts.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "status.json"
+    if not path.exists():
+        return None
+    record = read_json(path, _redo(run_dir), expect=dict)
+    if record.get("status") not in STATUSES:
+        raise UserError(f"{path}: 'status' is {record.get('status')!r}; expected one of {', '.join(STATUSES)}; "
+                        f"{_redo(run_dir)}")
+    if metrics and record["status"] == "ok":
+        file = run_dir / "metrics.json"
+        if not file.exists():
+            raise UserError(f"{run_dir}: status ok but metrics.json is missing; {_redo(run_dir)}")
+        check_metrics(read_json(file, _redo(run_dir)), file)
+    return record
+
+
 @dataclass(frozen=True)
 class Run:
     """One run directory: `method` and `seed` (None for the reference row)."""
@@ -100,9 +135,12 @@ class Run:
         return self.path / name
 
     def status(self) -> dict | None:
-        """The status record, or None when the run is missing or was interrupted."""
-        path = self.file("status.json")
-        return read_json(path) if path.exists() else None
+        """The status record, or None when the run is missing or was interrupted.
+
+        A record of the wrong shape is a UserError that says to delete the run directory: it was
+        finished once, so it is not redone silently.
+        """
+        return read_status(self.path)
 
     def is_done(self) -> bool:
         status = self.status()
@@ -111,12 +149,14 @@ class Run:
     def check_config(self, config: dict) -> None:
         """Raise UserError when this directory holds a finished run made with another config.
 
-        An interrupted run (no status.json) holds no result to protect and is simply redone.
+        An interrupted run (no status.json) holds no result to protect and is simply redone. A
+        finished run's status and, when ok, its metrics must be usable (`read_status`), so that
+        `run` refuses a store edited by hand before it writes anything.
         """
         path = self.file("config.json")
-        if not path.exists() or not self.file("status.json").exists():
+        if not path.exists() or read_status(self.path, metrics=True) is None:
             return
-        stored = read_json(path)
+        stored = read_json(path, _redo(self.path), expect=dict)
         if stored.get("hash") != config_hash(config):
             raise UserError(
                 f"{self.path} holds a run made with another config (hash {stored.get('hash')} != "
@@ -167,10 +207,10 @@ def load_runs(out: Path) -> list[StoredRun]:
         raise UserError(f"run directory {out} does not exist; give the --out folder of a `simu-bench run`")
     runs = []
     for status_path in sorted(list(out.glob("*/status.json")) + list(out.glob("*/seed*/status.json"))):
-        status = read_json(status_path)
         path = status_path.parent
+        status = read_status(path, metrics=True)
         metrics_path, timings_path = path / "metrics.json", path / "timings.json"
-        metrics = read_json(metrics_path) if status.get("status") == "ok" and metrics_path.exists() else None
+        metrics = read_json(metrics_path) if status["status"] == "ok" else None
         runs.append(
             StoredRun(
                 method=status.get("method", path.name),
@@ -178,7 +218,7 @@ def load_runs(out: Path) -> list[StoredRun]:
                 status=status.get("status", "crashed"),
                 error=status.get("error"),
                 metrics=metrics,
-                timings=read_json(timings_path) if timings_path.exists() else {},
+                timings=read_json(timings_path, _redo(path), expect=dict) if timings_path.exists() else {},
                 path=path,
             )
         )
