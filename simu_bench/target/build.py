@@ -285,6 +285,10 @@ def check_model(model: str | None, flag: str = "--model", trust_remote_code: boo
     if not (path / "config.json").is_file():
         raise UserError(f"{flag} {model}: no config.json; expected a folder written by save_pretrained "
                         "(config.json, *.safetensors, tokenizer files)")
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        raise UserError(f"{flag} {model}: no *.safetensors weights; expected a folder written by "
+                        "save_pretrained(safe_serialization=True)")
     config = read_json(path / "config.json", fix, expect=dict)
     model_type = config.get("model_type")
     from transformers import CONFIG_MAPPING
@@ -301,10 +305,6 @@ def check_model(model: str | None, flag: str = "--model", trust_remote_code: boo
             raise UserError(f"{path / 'config.json'}: model_type {model_type!r} is not a model type this "
                             f"transformers knows{did_you_mean(str(model_type), CONFIG_MAPPING.keys())}; "
                             "fix config.json or upgrade transformers")
-    weights = sorted(path.glob("*.safetensors"))
-    if not weights:
-        raise UserError(f"{flag} {model}: no *.safetensors weights; expected a folder written by "
-                        "save_pretrained(safe_serialization=True)")
     from safetensors import safe_open
 
     for file in weights:
