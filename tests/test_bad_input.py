@@ -327,6 +327,16 @@ def test_unknown_utility_task_among_thousands_is_a_short_line(micro, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+def test_a_native_crash_during_evaluation_reaches_stderr():
+    """Evaluation points stderr at /dev/null to quiet lm-eval; a fatal error of native code must
+    still say what happened instead of dying silently."""
+    code = ("import faulthandler\nfrom simu_bench.evaluation.evaluator import _quiet\n"
+            "with _quiet(True):\n    faulthandler._sigsegv()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "Fatal Python error: Segmentation fault" in result.stderr, result.stderr
+
+
 # -- a run store edited by hand, kills and a full disk ---------------------------------------------
 
 
