@@ -27,7 +27,11 @@ def _metrics(seed: int, forget: float, retain: float, utility: float) -> dict:
 
     aggregate = round(0.5 + 0.1 * retain - 0.2 * forget + 0.01 * seed, 4)
     mia = round(0.6 + 0.05 * seed, 4)
+    def overall(base: float) -> dict:  # row-weighted: Task2's many questions pull knowledge down
+        return {"regurgitation": round(base + 0.01 + 0.003 * seed, 4), "knowledge": round(base + 0.005, 4)}
+
     return {"components": {"forget": split(forget), "retain": split(retain)}, "task_aggregate": aggregate,
+            "overall": {"forget": overall(forget), "retain": overall(retain)},
             "mia": {"auc": round(0.8 - 0.02 * seed, 4), "score": mia},
             "utility": {"name": "world_facts", "value": utility}, "final": round((aggregate + mia + utility) / 3, 4)}
 

@@ -108,3 +108,36 @@ def test_reference_settings_train_in_bf16_and_defaults_in_float32():
         assert registry.load_config(method).train.dtype == "float32"
         assert registry.load_config(method, reference=True).train.dtype == "bfloat16"
     assert registry.load_config("so_graddiff", ["optimizer.state_dtype=float32"]).optimizer.state_dtype == "float32"
+
+
+def test_run_dtype_flags_are_recorded_and_evaluation_casts(tiny_target, tmp_path, monkeypatch):
+    """`run --dtype bfloat16 --eval-dtype float32`: each method trains in bfloat16 (train.dtype in
+    its config), every run is evaluated in float32 (the model is cast back before evaluating),
+    the dtypes are in each config.json and in the leaderboard's header."""
+    import json
+
+    from simu_bench.bench import runner
+    from simu_bench.cli import main
+    from simu_bench.evaluation.evaluator import EvalResult
+
+    seen = []
+
+    def fake_evaluate(model, tokenizer, data, plan, **kwargs):
+        seen.append(next(model.parameters()).dtype)
+        parts = {split: {task: {"regurgitation": 0.5, "knowledge": 0.5} for task in ("Task1", "Task2", "Task3")}
+                 for split in ("forget", "retain")}
+        return EvalResult(parts, 0.5, {"auc": 0.5, "score": 1.0}, {"name": "world_facts", "value": 0.5}, 2 / 3)
+
+    monkeypatch.setattr(runner, "evaluate_model", fake_evaluate)
+    out = tmp_path / "runs"
+    args = ["run", "--methods", "so_graddiff", "--out", str(out), "--data", str(tiny_target.data_dir), "--model",
+            str(tiny_target.target_dir), "--set", "train.max_steps=1", "--quiet", "--dtype", "bfloat16",
+            "--eval-dtype", "float32"]
+    assert main(args) == 0
+    config = json.loads((out / "so_graddiff" / "seed0" / "config.json").read_text())["config"]
+    assert config["unlearn"]["train"]["dtype"] == "bfloat16" and config["evaluation"]["dtype"] == "float32"
+    assert json.loads((out / "target" / "config.json").read_text())["config"]["evaluation"]["dtype"] == "float32"
+    assert seen == [torch.float32, torch.float32]
+    board = (out / "leaderboard.md").read_text()
+    assert "Precision: unlearning in bfloat16; the target evaluated in float32" in board
+    assert "--dtype bfloat16 --eval-dtype float32" in board

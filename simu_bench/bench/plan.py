@@ -41,6 +41,8 @@ class Plan:
     config_dir: Path | None = None  # DIR/<method>.yaml instead of the shipped YAMLs (e.g. tune's DIR/tuned)
     eval_every: int | None = None  # evaluate every K optimizer steps into trajectory.jsonl (`bench.trajectory`)
     eval_rows: int | None = None  # intermediate points on N forget + N retain rows; None: all rows
+    dtype: str | None = None  # --dtype: train.dtype of every method (also in `overrides`) and the target's evaluation
+    eval_dtype: str | None = None  # --eval-dtype: evaluate in this dtype; None: the run's train.dtype
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (not part of a run's identity)
     backend: str = "hf"  # generation: hf | vllm (`simu_bench.evaluation.backends`)
     strict: bool = False  # vllm: fall back to hf when the parity rows differ
@@ -221,6 +223,16 @@ def prepare_inputs(plan: Plan) -> Resolved:
     return Resolved(Path(data_dir), model, timings={"prepare": round(time.perf_counter() - started, 3)})
 
 
+def evaluation_dtype(plan: Plan, unlearn) -> str:
+    """The dtype a run is evaluated in: --eval-dtype, else the method's train.dtype (the model as
+    unlearned); the target (no `unlearn`): --eval-dtype, else --dtype, else float32."""
+    if plan.eval_dtype:
+        return plan.eval_dtype
+    if unlearn is not None:
+        return unlearn.train.dtype
+    return plan.dtype or "float32"
+
+
 def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, unlearn) -> dict:
     """The resolved config stored with a run; `paths` is informative and not hashed."""
     model_path = Path(resolved.model).expanduser()
@@ -234,6 +246,7 @@ def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, un
             "max_new_tokens": plan.max_new_tokens,
             "batch_size": plan.eval_batch_size,
             "utility_tasks": list(plan.utility_tasks) if plan.utility_tasks else None,
+            "dtype": evaluation_dtype(plan, unlearn),
         },
         "paths": {"data": str(resolved.data_dir), "model": resolved.model},
     }

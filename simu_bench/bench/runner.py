@@ -192,6 +192,7 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
                 from simu_bench.bench.multiprocess import gather
 
                 model = gather(model, resolved.model, plan.device)
+            loop.cast(model, resolved.configs[(run.method, run.seed)]["evaluation"]["dtype"])  # --eval-dtype
             show("evaluate")
             evaluation = evaluate_model(model, tokenizer, data, plan,
                                         reference_nll=resolved.reference_nll if run.method != REFERENCE else None)

@@ -39,6 +39,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument(
+        "--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
+        metavar="float32|bfloat16|float16|auto",
+        help="evaluate the model in this dtype (default: float32; auto: the checkpoint's; the official scorer "
+        "used bfloat16)",
+    )
+    parser.add_argument(
         "--batch-size", type=int, default=BATCH_SIZE, metavar="N", help=f"generation batch size (default: {BATCH_SIZE})"
     )
     parser.add_argument(
@@ -88,7 +94,10 @@ def main(args) -> int:
 
         split_documents(data.forget, args.relearn_fraction)  # one forget document: refused before any work
     started = time.perf_counter()
-    model, tokenizer = load_model(args.model, device=args.device)
+    import torch
+
+    model, tokenizer = load_model(args.model, device=args.device,
+                                  dtype="auto" if args.dtype == "auto" else getattr(torch, args.dtype))
     result = evaluate(
         model, tokenizer, data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, utility_tasks=utility,
         backend=backend,
@@ -98,7 +107,8 @@ def main(args) -> int:
         atomic_write_json(args.out / "metrics.json", metrics)
         write_jsonl(args.out / "generations.jsonl", [dict(s) for s in result.samples])
         atomic_write_json(
-            args.out / "environment.json", {**environment(args.device), "model": args.model, "data": str(data_dir)}
+            args.out / "environment.json", {**environment(args.device), "model": args.model, "data": str(data_dir),
+                                             "dtype": args.dtype}
         )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     print(f"evaluated {len(result.samples)} rows in {time.perf_counter() - started:.1f} s", file=sys.stderr)

@@ -109,6 +109,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="recompute activations in the backward pass: less memory, about a third more time, the same numbers",
     )
     add_backend_arguments(parser)
+    add_dtype_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars, log lines only")
     parser.set_defaults(handler=main)
     return parser
@@ -156,6 +157,32 @@ def add_backend_arguments(parser) -> None:
                         help="with --backend vllm: generate with hf instead when any parity row differs")
 
 
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+def add_dtype_arguments(parser) -> None:
+    """`--dtype` and `--eval-dtype`, shared by `run` and `tune`."""
+    parser.add_argument(
+        "--dtype", choices=DTYPES, metavar="|".join(DTYPES),
+        help="train every method in this dtype (sets train.dtype; default: each config's, float32; SOUL used "
+        "bfloat16) and evaluate the target in it",
+    )
+    parser.add_argument(
+        "--eval-dtype", choices=DTYPES, metavar="|".join(DTYPES),
+        help="evaluate in this dtype (default: the dtype the run trained in)",
+    )
+
+
+def dtype_overrides(args) -> tuple[str, ...]:
+    """`--dtype D` as the override train.dtype=D for every method."""
+    return (f"train.dtype={args.dtype}",) if args.dtype else ()
+
+
+def dtype_words(args) -> list[str]:
+    return [word for flag, value in (("--dtype", args.dtype), ("--eval-dtype", args.eval_dtype)) if value
+            for word in (flag, value)]
+
+
 def command_line(args) -> str:
     """The canonical command for these arguments (written into the run store and the leaderboard)."""
     words = ["simu-bench", "run", "--methods", args.methods, "--seeds", args.seeds]
@@ -171,6 +198,7 @@ def command_line(args) -> str:
         words += ["--config-dir", str(args.config_dir)]
     for override in args.overrides:
         words += ["--set", override]
+    words += dtype_words(args)
     if args.device != "cpu":
         words += ["--device", args.device]
     if args.threads is not None:
@@ -213,7 +241,9 @@ def main(args) -> int:
         data=args.data,
         model=args.model,
         utility_tasks=utility,
-        overrides=tuple(args.overrides),
+        overrides=tuple(args.overrides) + dtype_overrides(args),
+        dtype=args.dtype,
+        eval_dtype=args.eval_dtype,
         device=args.device,
         quiet=args.quiet,
         gradient_checkpointing=args.gradient_checkpointing,

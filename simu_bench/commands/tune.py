@@ -17,6 +17,7 @@ import shlex
 from pathlib import Path
 
 from simu_bench.bench.plan import Plan, parse_seeds, resolve_methods
+from simu_bench.commands.run import add_dtype_arguments, dtype_overrides, dtype_words
 from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
 
 
@@ -54,6 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default as for run)")
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, metavar="N",
                         help=f"generation limit per row (default: {MAX_NEW_TOKENS}; lower only for quick checks)")
+    add_dtype_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars, log lines only")
     parser.set_defaults(handler=main)
     return parser
@@ -76,6 +78,7 @@ def command_line(args) -> str:
     words += ["--out", str(args.out)]
     for override in args.overrides:
         words += ["--set", override]
+    words += dtype_words(args)
     if args.device != "cpu":
         words += ["--device", args.device]
     if args.max_new_tokens != MAX_NEW_TOKENS:
@@ -101,7 +104,8 @@ def main(args) -> int:
         raise UserError(str(error).replace("--seeds", "--dev-seeds/--report-seeds")) from None
     plan = Plan(
         methods=resolve_methods(args.methods), seeds=dev_seeds, out=args.out / "trials", data=args.data,
-        model=args.model, utility_tasks=utility, overrides=tuple(args.overrides), device=args.device,
+        model=args.model, utility_tasks=utility, overrides=tuple(args.overrides) + dtype_overrides(args),
+        device=args.device, dtype=args.dtype, eval_dtype=args.eval_dtype,
         quiet=args.quiet, eval_batch_size=args.eval_batch_size, max_new_tokens=args.max_new_tokens,
         threads=args.threads, command=command_line(args),
     )

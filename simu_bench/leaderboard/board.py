@@ -5,7 +5,9 @@ Command: `simu-bench leaderboard RUN_DIR --format md` (`simu-bench run` writes o
 One row per method plus the reference row "target (before unlearning)", sorted by final score.
 The main table holds Task Aggregate, MIA score, utility (named by the task that measured it),
 final score, and the forget/retain regurgitation and knowledge scores, each the unweighted mean
-over the three tasks; a second table holds the 12 components.
+over the three tasks, then the official overall scores (`overall-regurgitation-score` and
+`overall-knowledge-score` of the SemEval script: the mean over all rows of the kind, so weighted
+by rows; the SIMU paper's "Forget/Utility Overall"); a second table holds the 12 components.
 
 Over seeds: each cell is the mean of the runs that finished ("ok"). With n >= 2 runs it reads
 `mean ± h`, h the half-width of a 95% confidence interval from Student's t distribution with
@@ -33,7 +35,9 @@ FORMATS = ("md", "csv", "latex", "html", "json")
 REFERENCE_LABEL = "target (before unlearning)"
 LEGEND = (
     "↑ higher is better, ↓ lower is better. Forget scores are raw (ROUGE-L recall, exact match): "
-    "lower means more forgotten; the Task Aggregate inverts them. Final = mean(Task Aggregate, "
+    "lower means more forgotten; the Task Aggregate inverts them. Forget/retain regurgitation and "
+    "knowledge: the mean of the three task means; 'overall': the official row-weighted mean over all rows "
+    "of the kind. Final = mean(Task Aggregate, "
     "MIA score, utility). With several seeds: mean ± half-width of the 95% confidence interval "
     "(Student's t, n-1 degrees of freedom); diverged or crashed runs are counted in 'runs', never averaged."
 )
@@ -66,6 +70,8 @@ def summary_columns(utility_name: str | None) -> list[Column]:
         Column("forget/knowledge", "forget knowledge", False),
         Column("retain/regurgitation", "retain regurgitation", True),
         Column("retain/knowledge", "retain knowledge", True),
+        *(Column(f"overall/{split}/{kind}", f"{split} overall {kind}", split == "retain")
+          for split in SPLITS for kind in KINDS),
     ]
 
 
@@ -89,6 +95,8 @@ def run_values(metrics: dict) -> dict[str, float | None]:
     for split in SPLITS:
         for kind in KINDS:
             values[f"{split}/{kind}"] = _mean([values[f"{split}/{task}/{kind}"] for task in TASKS])
+            value = (metrics.get("overall") or {}).get(split, {}).get(kind)
+            values[f"overall/{split}/{kind}"] = None if value is None or math.isnan(value) else value
     return values
 
 
@@ -245,6 +253,11 @@ def _meta(out: Path) -> dict:
     if (reference / "config.json").exists():
         config = read_json(reference / "config.json", expect=dict).get("config", {})
         meta.update({k: config.get(k) for k in ("data", "model") if k in config})
+        meta["eval_dtype"] = (config.get("evaluation") or {}).get("dtype", "float32")  # stores before dtypes: float32
+    trained = {((read_json(path).get("config") or {}).get("unlearn") or {}).get("train", {}).get("dtype", "float32")
+               for path in out.glob("*/seed*/config.json")}
+    if trained:
+        meta["train_dtypes"] = sorted(trained)
     if (reference / "environment.json").exists():
         meta["environment"] = read_json(reference / "environment.json", expect=dict)
     return meta
@@ -293,6 +306,9 @@ def _provenance(board: Board, commands: list[str]) -> list[str]:
             f"Environment of the reference run: {versions}; git {env.get('git') or 'unknown'}; "
             f"device {env.get('device')}; date {env.get('date')}."
         )
+    if board.meta.get("train_dtypes") or board.meta.get("eval_dtype"):
+        lines.append(f"Precision: unlearning in {', '.join(board.meta.get('train_dtypes') or ['—'])}; the target "
+                     f"evaluated in {board.meta.get('eval_dtype') or '—'} (each run's dtypes: its config.json).")
     model, data = board.meta.get("model") or {}, board.meta.get("data") or {}
     if model or data:
         name = model.get("hub_id") or f"sha256 {model.get('sha256')}"
