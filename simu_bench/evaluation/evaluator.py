@@ -31,6 +31,10 @@ from simu_bench.files import write_jsonl
 
 # lm-eval metrics tried, in order, as an external utility task's headline number.
 _UTILITY_METRICS = ("acc,none", "exact_match,none", "acc_norm,none", "exact_match,strict-match")
+# Few-shot examples per utility task unless `name:k` says otherwise: the official final score
+# uses 5-shot MMLU (Open-Instruct's run_mmlu.py, ntrain 5). It runs as lm-eval's `mmlu` task
+# (its own prompt format, which may differ slightly from run_mmlu.py's). Other tasks: 0.
+FEWSHOT = {"mmlu": 5}
 
 
 @dataclass
@@ -86,7 +90,9 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, 
         max_new_tokens: new-token limit per generation (LUME: 256), for every generative task
             of the run, utility tasks included.
         utility_tasks: lm-eval task names to use as utility instead of the world facts (e.g.
-            ["mmlu"] for a real model); the utility is their mean headline metric, named by them.
+            ["mmlu"] for a real model; `name:k` for k few-shot examples, mmlu defaults to 5 as the
+            official final score); the utility is their mean headline metric, named by them and
+            their shots, e.g. "mmlu (5-shot)".
         limit: evaluate only the first `limit` rows of each task and documents of each MIA set.
         reference_nll: (member NLLs, non-member NLLs) of all of `data`'s MIA documents under the
             model before unlearning (`mia.reference_nll`); enables the `reference` MIA attack.
@@ -228,6 +234,7 @@ def check_utility_tasks(names) -> None:
     """
     if not names:
         return
+    names = [utility_task(spec)[0] for spec in names]
     manager = _task_manager(list(names), data_dir="")
     for name in names:
         if name not in manager.all_tasks:
@@ -244,7 +251,7 @@ def _task_manager(names, data_dir):
     return TaskManager(include_path=str(task_pack.path()), include_defaults=not ours, metadata={"data_dir": data_dir})
 
 
-def _run_tasks(lm, names, data_dir, limit, gen_kwargs=None) -> dict:
+def _run_tasks(lm, names, data_dir, limit, gen_kwargs=None, num_fewshot: int | None = None) -> dict:
     """lm-eval's evaluator on `names` (the pack's tasks, or any registered task).
 
     Calls `lm_eval.evaluator.evaluate` rather than `simple_evaluate`: the latter also re-seeds
@@ -261,17 +268,40 @@ def _run_tasks(lm, names, data_dir, limit, gen_kwargs=None) -> dict:
     for task in task_dict["tasks"].values():
         if gen_kwargs and task.get_config("output_type") == "generate_until":
             task.set_config(key="generation_kwargs", value=dict(gen_kwargs), update=True)
-        if task.get_config("num_fewshot") is None:
+        if num_fewshot is not None:  # every task of the group (mmlu's 57 subjects) gets the same shots
+            task.set_config(key="num_fewshot", value=num_fewshot)
+        elif task.get_config("num_fewshot") is None:
             task.set_config(key="num_fewshot", value=0)
         task.set_fewshot_seed(seed=1234)  # lm-eval's default few-shot seed
     return lm_evaluate(lm=lm, task_dict=task_dict, limit=limit, bootstrap_iters=0, log_samples=True)
 
 
+def utility_task(spec: str) -> tuple[str, int]:
+    """`name` or `name:k` (k few-shot examples) -> (name, shots); mmlu defaults to `FEWSHOT`'s 5.
+
+    Raises:
+        UserError: k is not a whole number >= 0.
+    """
+    name, sep, shots = spec.partition(":")
+    if not sep:
+        return name, FEWSHOT.get(name, 0)
+    if not shots.isdigit():
+        raise UserError(f"--utility-tasks {spec!r}: the shots after ':' must be a whole number >= 0, e.g. mmlu:5")
+    return name, int(shots)
+
+
+def utility_label(spec: str) -> str:
+    """The utility's name with its shot count, e.g. "mmlu (5-shot)"."""
+    name, shots = utility_task(spec)
+    return f"{name} ({shots}-shot)"
+
+
 def _external_utility(lm, utility_tasks, data_dir, limit, max_new_tokens) -> dict:
-    """Mean headline metric of lm-eval tasks (e.g. mmlu), labelled with their names."""
-    out = _run_tasks(lm, utility_tasks, data_dir, limit, {"max_gen_toks": max_new_tokens})
+    """Mean headline metric of lm-eval tasks (e.g. mmlu), labelled with their names and shots."""
     values = []
-    for name in utility_tasks:
+    for spec in utility_tasks:
+        name, shots = utility_task(spec)
+        out = _run_tasks(lm, [name], data_dir, limit, {"max_gen_toks": max_new_tokens}, num_fewshot=shots)
         metrics = out["results"][name]
         key = next((k for k in _UTILITY_METRICS if k in metrics), None)
         if key is None:
@@ -280,7 +310,7 @@ def _external_utility(lm, utility_tasks, data_dir, limit, max_new_tokens) -> dic
                 "pick a task with accuracy or exact match"
             )
         values.append(float(metrics[key]))
-    return {"name": "+".join(utility_tasks), "value": sum(values) / len(values)}
+    return {"name": "+".join(utility_label(spec) for spec in utility_tasks), "value": sum(values) / len(values)}
 
 
 def _make_lm(model, tokenizer, batch_size, max_new_tokens, max_length):
