@@ -118,3 +118,23 @@ def test_tasks_path_prints_the_task_folder(capsys):
     assert main(["tasks-path"]) == 0
     folder = Path(capsys.readouterr().out.strip())
     assert (folder / "lume.yaml").is_file() and (folder / "utils.py").is_file()
+
+
+def test_missing_value_generations_score_as_nan_unless_no_csv_na(capsys, tmp_path):
+    """One row per component, each generation equal to its answer except forget Task1 knowledge:
+    expected "nan", generated "" (pandas reads "" back as NaN -> "nan"). Officially that row
+    matches (forget Task1 knowledge 1.0); with --no-csv-na the empty string does not (0.0)."""
+    rows = []
+    for split in ("forget", "retain"):
+        for task in ("Task1", "Task2", "Task3"):
+            for kind, suffix in (("regurgitation", "sc1"), ("knowledge", "qa1")):
+                output = "nan" if (split, task, kind) == ("forget", "Task1", "knowledge") else "an answer"
+                generation = "" if output == "nan" else output
+                rows.append({"id": f"{split}{task}{suffix}", "task": task, "split": split, "input": "q",
+                             "output": output, "generation": generation})
+    path = tmp_path / "generations.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, out, _ = run(capsys, str(path))
+    assert code == 0 and json.loads(out)["components"]["forget"]["Task1"]["knowledge"] == 1.0
+    code, out, _ = run(capsys, str(path), "--no-csv-na")
+    assert code == 0 and json.loads(out)["components"]["forget"]["Task1"]["knowledge"] == 0.0

@@ -46,6 +46,12 @@ def add_parser(subparsers) -> None:
         help="score generations that lack some of the 12 components (forget/retain x Task1-3 x kind); the output "
         "lists them under 'partial' and the aggregate covers only the others (default: refuse)",
     )
+    parser.add_argument(
+        "--no-csv-na", dest="csv_na", action="store_false",
+        help="score each generation as written; by default a generation (or expected answer) that pandas reads as "
+        "missing ('', 'None', 'NA', 'null', ...) is scored as the string 'nan', as after the official script's CSV "
+        "round trip",
+    )
     parser.set_defaults(handler=main)
 
 
@@ -64,7 +70,7 @@ def _text(row: dict, name: str, where: str) -> str:
     return row[name]
 
 
-def read_generations(path: Path) -> list[tuple[str, str, str, float]]:
+def read_generations(path: Path, csv_na: bool = True) -> list[tuple[str, str, str, float]]:
     """(split, task, kind, score) for every row; UserError with file:line for a bad one."""
     scored, seen = [], set()
     for where, row in _rows(path):
@@ -81,7 +87,8 @@ def read_generations(path: Path) -> list[tuple[str, str, str, float]]:
         seen.add(key)
         kind = kind_of(values["id"], where)
         scored.append(
-            (values["split"], values["task"], kind, scoring.score_row(kind, values["output"], values["generation"]))
+            (values["split"], values["task"], kind,
+             scoring.score_row(kind, values["output"], values["generation"], csv_na=csv_na))
         )
     if not scored:
         raise UserError(f"{path} holds no rows; expected one generation per forget/retain row")
@@ -115,7 +122,7 @@ def missing_components(scored) -> list[str]:
 
 
 def main(args) -> int:
-    scored = read_generations(args.generations)
+    scored = read_generations(args.generations, args.csv_na)
     missing = missing_components(scored)
     if missing and not args.allow_partial:
         raise UserError(
