@@ -177,3 +177,23 @@ def test_loss_attack_is_the_official_mia_exactly():
     same = membership_inference(model, tokenizer, members, nonmembers, batch_size=2,
                                 reference_nll=reference_nll(model, tokenizer, members, nonmembers, batch_size=2))
     assert same["attacks"]["reference"] == {"auc": 0.5, "score": 1.0}
+
+
+def test_eval_reference_adds_the_reference_attack(tiny_target, tmp_path, capsys):
+    """`eval --reference` with the target as its own reference: every NLL difference is 0, AUC 0.5;
+    the other attacks and the official MIA are what `eval` gives without it."""
+    import json
+
+    from simu_bench.cli import main
+
+    base = ["eval", "--model", str(tiny_target.target_dir), "--data", str(tiny_target.data_dir),
+            "--max-new-tokens", "16"]
+    assert main(base) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*base, "--reference", str(tiny_target.target_dir)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["mia_attacks"].pop("reference") == {"auc": 0.5, "score": 1.0}
+    assert metrics == plain
+    assert main([*base, "--reference", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--reference" in err and "no such model folder" in err

@@ -54,6 +54,11 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help=f"generation limit per row (default: {MAX_NEW_TOKENS}, as LUME)",
     )
+    parser.add_argument(
+        "--reference", metavar="NAME_OR_PATH",
+        help="the model before unlearning (e.g. the target): adds the MIA suite's reference attack, each "
+        "document's NLL minus its NLL under this model (default: none)",
+    )
     add_relearn_arguments(parser)
     from simu_bench.commands.run import add_backend_arguments
 
@@ -78,6 +83,7 @@ def main(args) -> int:
         )
     check_data_dir(args.data)
     check_model(args.model)
+    check_model(args.reference, "--reference")
     check_device(args.device)
     utility = [t.strip() for t in args.utility_tasks.split(",") if t.strip()] if args.utility_tasks else None
     check_utility_tasks(utility)
@@ -98,9 +104,16 @@ def main(args) -> int:
 
     model, tokenizer = load_model(args.model, device=args.device,
                                   dtype="auto" if args.dtype == "auto" else getattr(torch, args.dtype))
+    reference = None
+    if args.reference is not None and data.member and data.nonmember:
+        from simu_bench.evaluation.mia import reference_nll
+
+        before, before_tokenizer = load_model(args.reference, device=args.device)
+        reference = reference_nll(before, before_tokenizer, data.member, data.nonmember, args.batch_size)
+        del before  # only its document NLLs are needed
     result = evaluate(
         model, tokenizer, data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, utility_tasks=utility,
-        backend=backend,
+        backend=backend, reference_nll=reference,
     )
     metrics = result.to_dict()
     if args.out is not None:
