@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simu_bench.errors import UserError
+from simu_bench.files import read_text
 from simu_bench.leaderboard.board import COMPONENTS, build, summary_columns, to_dict
 
 METRICS = [c.key for c in summary_columns(None)[:4]] + [c.key for c in COMPONENTS]
@@ -50,10 +51,13 @@ def load_baseline(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"baseline {path} does not exist or is not a file; {FIX}")
+    text = read_text(path, "a leaderboard.json written by simu-bench")  # unreadable, not UTF-8: one line
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
         raise UserError(f"baseline {path} is not JSON ({error}); {FIX}") from None
+    except RecursionError:
+        raise UserError(f"baseline {path}: JSON nested too deeply; {FIX}") from None
     rows = data.get("rows") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not rows:
         raise UserError(f"baseline {path} is not a leaderboard: expected a non-empty 'rows' list; {FIX}")
