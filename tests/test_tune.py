@@ -76,8 +76,9 @@ def test_an_empty_or_malformed_search_block_is_refused(search):
 
 def test_a_tuned_block_is_accepted_and_kept_out_of_the_run_identity():
     plain = registry.load_config("fo_graddiff")
-    tuned = registry.load_config({"method": "fo_graddiff", "optimizer": {"lr": 7.0e-4}, "train": {"epochs": 5},
-                                  "options": {"gamma": 4.0}, "tuned": {"trial": 3}})
+    values = {"optimizer": {"lr": plain.optimizer.lr}, "train": {"epochs": plain.train.epochs},
+              "options": {"gamma": plain.options.gamma}}
+    tuned = registry.load_config({"method": "fo_graddiff", **values, "tuned": {"trial": 3}})
     assert tuned.tuned == {"trial": 3} and tuned.to_dict()["optimizer"]["lr"] == plain.to_dict()["optimizer"]["lr"]
 
 
