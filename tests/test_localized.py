@@ -101,3 +101,24 @@ def test_simu_over_other_losses_keeps_simu_mask(tokenizer, data, method):
     other, _, result = run(method, tokenizer, data)
     assert torch.equal(other.mask.selected, simu.mask.selected)
     assert result.summary["loss"] == method.removeprefix("simu_")
+
+
+@pytest.mark.parametrize("variant, own", [
+    ("random_mask", {"selection": "attribution", "mask_seed": None}),
+    ("simu_soft", {"weighting": "hard", "dual_factor": 0.5}),
+])
+def test_the_simu_variants_differ_from_simu_only_in_their_own_option(variant, own):
+    """The control and the soft mask run with simu.yaml's settings, so that only the units (or their
+    weights) differ; this fails when simu.yaml's defaults change and the variant's YAML does not."""
+    for reference in (False, True):
+        simu = registry.load_config("simu", reference=reference).to_dict()
+        other = registry.load_config(variant, reference=reference).to_dict()
+        other["method"] = "simu"
+        other["options"].update(own)
+        assert other == simu, (variant, reference)
+
+
+def test_wagle_trains_with_simu_settings():
+    simu, wagle = registry.load_config("simu").to_dict(), registry.load_config("wagle").to_dict()
+    assert (wagle["optimizer"], wagle["train"], wagle["options"]["gamma"]) == (
+        simu["optimizer"], simu["train"], simu["options"]["gamma"])
