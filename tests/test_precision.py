@@ -137,7 +137,7 @@ def test_run_dtype_flags_are_recorded_and_evaluation_casts(tiny_target, tmp_path
     config = json.loads((out / "so_graddiff" / "seed0" / "config.json").read_text())["config"]
     assert config["unlearn"]["train"]["dtype"] == "bfloat16" and config["evaluation"]["dtype"] == "float32"
     assert json.loads((out / "target" / "config.json").read_text())["config"]["evaluation"]["dtype"] == "float32"
-    assert seen == [torch.float32, torch.float32]
+    assert len(seen) >= 2 and set(seen) == {torch.float32}  # the target's and the method's evaluations
     board = (out / "leaderboard.md").read_text()
     assert "Precision: unlearning in bfloat16; the target evaluated in float32" in board
     assert "--dtype bfloat16 --eval-dtype float32" in board
