@@ -30,6 +30,15 @@ MICRO_TARGET = TargetConfig(vocab_size=300, hidden_size=32, num_layers=2, interm
                             max_epochs=2, batch_size=4)
 
 
+@pytest.fixture(autouse=True)
+def one_seed_by_default(monkeypatch):
+    """`run` without --seeds runs seed 0 in tests (the command's default is five seeds): the tests
+    check what a run stores, and five seeds of every method would only make them slower."""
+    from simu_bench.commands import run
+
+    monkeypatch.setattr(run, "DEFAULT_SEEDS", "0")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """One intra-op torch thread for the whole run: tiny matrices gain nothing from threads, and

@@ -110,7 +110,8 @@ def test_utility_tasks_are_labelled_by_name_and_checked_first(random_setup):
     model, tokenizer, data = random_setup
     small = LumeData(forget=data.forget[:2], retain=data.retain[:2], utility=data.utility[:2])
     result = evaluate(model, tokenizer, small, max_new_tokens=4, utility_tasks=[task_pack.WORLD_FACTS_TASK])
-    assert result.utility["name"] == "lume_world_facts" and 0.0 <= result.utility["value"] <= 1.0
+    # named by the task and its shots (0 unless the task or `name:k` says otherwise)
+    assert result.utility["name"] == "lume_world_facts (0-shot)" and 0.0 <= result.utility["value"] <= 1.0
     assert result.mia is None and result.final is None and "mia" not in result.to_dict()
     assert {s["split"] for s in result.samples} == {"forget", "retain"}
     with pytest.raises(UserError, match="did you mean 'lume_world_facts'"):

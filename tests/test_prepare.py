@@ -9,6 +9,7 @@ import pytest
 import simu_bench.target.build
 from simu_bench.cli import main
 from simu_bench.data.lume import load_lume
+from simu_bench.data.synthetic import SyntheticConfig
 from simu_bench.target.build import DEFAULT_DOCS_PER_TASK
 
 from conftest import MICRO_TARGET, TINY_DATA, TINY_TARGET
@@ -67,7 +68,8 @@ def test_prepare_on_real_lume_writes_a_seeded_subset(tmp_path, no_training):
         assert set(rows) <= set(full.split(split))
     trained = {row.document_id for row in (*data.forget, *data.retain)}
     assert len(data.nonmember) == 6 and not trained & {document.id for document in data.nonmember}
-    assert data.utility == ()
+    # real LUME has no world facts: the subset carries the embedded benchmark's as its utility
+    assert len(data.utility) == SyntheticConfig().world_facts and {row.task for row in data.utility} == {"World"}
 
 
 def test_prepare_warns_when_the_target_did_not_memorise(tiny_target, monkeypatch, capsys):

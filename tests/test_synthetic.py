@@ -31,7 +31,7 @@ def training_documents(rows: dict[str, list[dict]]) -> dict[str, str]:
 
 def test_default_sizes_and_lume_row_layout():
     assert {key: len(rows) for key, rows in DEFAULT.items()} == {
-        "forget": 60, "retain": 60, "member": 18, "nonmember": 18, "world_facts": 24
+        "forget": 60, "retain": 60, "member": 18, "nonmember": 18, "world_facts": 120
     }
     for split in ("forget", "retain"):
         rows = DEFAULT[split]
@@ -46,7 +46,7 @@ def test_default_sizes_and_lume_row_layout():
         for doc, suffixes in by_document.items():
             task = next(r["task"] for r in rows if document_of(r["id"]) == doc)
             assert suffixes == ["sc1"] + [f"qa{k}" for k in range(QA_PER_DOCUMENT[task])]
-    assert [row["id"] for row in DEFAULT["world_facts"]] == [f"world{k}qa0" for k in range(24)]
+    assert [row["id"] for row in DEFAULT["world_facts"]] == [f"world{k}qa0" for k in range(120)]
     assert {row["task"] for row in DEFAULT["world_facts"]} == {"World"}
     # Task1 ids carry literal double quotes, as in LUME
     assert all(row["id"].startswith('"') for row in DEFAULT["forget"] if row["task"] == "Task1")
@@ -147,8 +147,10 @@ def test_subset_keeps_whole_documents_and_holds_out_the_rest(corpus):
     assert subset == subset_lume(corpus, docs_per_task=2, seed=0)
     assert subset != subset_lume(corpus, docs_per_task=2, seed=1)
     assert {key: len(rows) for key, rows in subset.items()} == {
-        "forget": 20, "retain": 20, "member": 6, "nonmember": 6, "world_facts": 0
-    }
+        "forget": 20, "retain": 20, "member": 6, "nonmember": 6, "world_facts": 120
+    }  # the embedded benchmark's world facts stand in for the utility measure (real LUME has none)
+    assert subset["world_facts"] == generate(SyntheticConfig(), seed=0)["world_facts"]
+    assert subset_lume(corpus, docs_per_task=2, seed=0, facts=0)["world_facts"] == []
     for split in ("forget", "retain"):
         kept = Counter(document_of(r["id"]) for r in subset[split])
         full = Counter(e.document_id for e in corpus.split(split))
