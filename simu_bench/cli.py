@@ -13,7 +13,7 @@ import os
 import sys
 
 from simu_bench.errors import UserError
-from simu_bench.target.pinning import pin_cpu_kernels
+from simu_bench.target_model.pinning import pin_cpu_kernels
 
 # (subcommand, module): one line per subcommand.
 SUBCOMMANDS = [

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from simu_bench.data.synthetic import SyntheticConfig
-from simu_bench.target.build import Prepared, TargetConfig, load_model, prepare
+from simu_bench.target_model.build import Prepared, TargetConfig, load_model, prepare
 
 TINY_DATA = SyntheticConfig(documents_per_task=2, nonmember_documents=6, world_facts=6)
 # Two layers whatever the embedded default is, so the suite stays fast; smaller batches so
@@ -89,7 +89,7 @@ def tiny_model_and_tokenizer(tiny_target):
 def no_training(monkeypatch):
     """`prepare` without the fine-tune: `finetune` returns at once, reporting one epoch of one
     step that memorised every row, so tests of the cache and the data finish in a second."""
-    from simu_bench.target import finetune
+    from simu_bench.target_model import finetune
 
     def skip(model, tokenizer, rows, config, seed, progress=True):
         return finetune.FinetuneResult(epochs=1, steps=1, tokens_trained=1, final_loss=0.0, final_answer_loss=0.0,

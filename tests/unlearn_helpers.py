@@ -67,7 +67,7 @@ def tiny_model(tokenizer, seed: int = 0, hidden: int = 32, layers: int = 2) -> O
 @pytest.fixture(autouse=True, scope="module")
 def single_thread():
     """One torch thread. conftest's `one_thread` already sets it for the whole run; this stays
-    only because tests/test_unlearners.py imports it."""
+    only because tests/unit/test_unlearners.py imports it."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

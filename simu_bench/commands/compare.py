@@ -3,7 +3,7 @@
     simu-bench compare results/leaderboard.json runs/ --format md --tolerance 0.02
 
 Exit status 0 when no metric moved beyond tolerance, 1 with a table of what moved, 2 on bad
-input. The rules are in `simu_bench.leaderboard.compare`.
+input. The rules are in `simu_bench.leaderboard.gate`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from simu_bench.errors import UserError
-from simu_bench.leaderboard.compare import compare, load_baseline, load_new, report
+from simu_bench.leaderboard.gate import compare, load_baseline, load_new, report
 
 
 def add_parser(subparsers) -> None:

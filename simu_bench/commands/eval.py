@@ -74,7 +74,7 @@ def main(args) -> int:
     from simu_bench.files import atomic_write_json, write_jsonl
     from simu_bench.store.environment import environment
     from simu_bench.store.runs import check_writable
-    from simu_bench.target.build import check_device, check_model, load_model, prepare
+    from simu_bench.target_model.build import check_device, check_model, load_model, prepare
 
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise UserError(

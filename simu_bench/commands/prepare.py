@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from simu_bench.errors import UserError
-from simu_bench.target.build import DEFAULT_DOCS_PER_TASK
+from simu_bench.target_model.build import DEFAULT_DOCS_PER_TASK
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,9 +39,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from simu_bench.bench.plan import check_seed
     from simu_bench.data.lume import check_data_dir
-    from simu_bench.target.build import prepare
+    from simu_bench.pipeline.plan import check_seed
+    from simu_bench.target_model.build import prepare
 
     if args.docs_per_task < 1:
         raise UserError(

@@ -19,9 +19,9 @@ import argparse
 import shlex
 from pathlib import Path
 
-from simu_bench.bench.plan import Plan, parse_seeds, resolve_methods
-from simu_bench.bench.runner import run_benchmark
 from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
+from simu_bench.pipeline.plan import Plan, parse_seeds, resolve_methods
+from simu_bench.pipeline.runner import run_benchmark
 
 DEFAULT_SEEDS = "0,1,2,3,4"
 

@@ -5,7 +5,7 @@
     simu-bench run --methods all --seeds 0,1,2 --config-dir tune/tuned --out runs/tuned
 
 Each method's YAML declares its space in `search:`; Optuna's TPE sampler with a fixed seed
-proposes the trials (see `simu_bench.bench.tune`). Rerunning the same command skips finished
+proposes the trials (see `simu_bench.pipeline.tune`). Rerunning the same command skips finished
 runs and selects the same winners. Exit status: 0 when every run finished and every method has a
 winner, 1 when a run crashed or a method has none, 2 for bad input, 130 when interrupted.
 """
@@ -16,9 +16,9 @@ import argparse
 import shlex
 from pathlib import Path
 
-from simu_bench.bench.plan import Plan, parse_seeds, resolve_methods
 from simu_bench.commands.run import add_dtype_arguments, dtype_overrides, dtype_words
 from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
+from simu_bench.pipeline.plan import Plan, parse_seeds, resolve_methods
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -89,8 +89,8 @@ def command_line(args) -> str:
 
 
 def main(args) -> int:
-    from simu_bench.bench.tune import TunePlan, run_tune
     from simu_bench.errors import UserError
+    from simu_bench.pipeline.tune import TunePlan, run_tune
 
     for flag, value in (("--eval-batch-size", args.eval_batch_size), ("--max-new-tokens", args.max_new_tokens)):
         if value < 1:

@@ -59,7 +59,7 @@ def encode_example(tokenizer, example: Example, max_length: int) -> tuple[list[i
 
     The prompt is tokenised with the tokenizer's defaults (as at generation time, so a BOS is
     kept where the tokenizer adds one), the answer ``" " + output`` without special tokens,
-    then eos: the same ids the embedded target was trained on (`simu_bench.target.finetune`).
+    then eos: the same ids the embedded target was trained on (`simu_bench.target_model.finetune`).
     """
     eos = tokenizer.eos_token_id
     if eos is None:

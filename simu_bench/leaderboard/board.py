@@ -28,7 +28,7 @@ from pathlib import Path
 
 from simu_bench.data.lume import KINDS, SPLITS, TASKS
 from simu_bench.files import read_json
-from simu_bench.leaderboard.comparison import Comparison, compare, matched_summary, sections
+from simu_bench.leaderboard.paired import Comparison, compare, matched_summary, sections
 from simu_bench.store.runs import REFERENCE, RELEARN_FILE, StoredRun, load_runs
 
 FORMATS = ("md", "csv", "latex", "html", "json")

@@ -18,7 +18,7 @@ from pathlib import Path
 from simu_bench.data.lume import KINDS, TASKS
 from simu_bench.files import atomic_write_bytes, remove_temp_files
 from simu_bench.leaderboard.board import Board, Stat, run_values
-from simu_bench.leaderboard.comparison import LEVELS
+from simu_bench.leaderboard.paired import LEVELS
 from simu_bench.store.runs import REFERENCE, read_trajectory
 
 

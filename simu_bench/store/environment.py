@@ -11,7 +11,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from simu_bench.target.pinning import pinned_kernels
+from simu_bench.target_model.pinning import pinned_kernels
 
 LIBRARIES = (
     "simu-bench", "torch", "transformers", "tokenizers", "lm-eval", "accelerate",

@@ -225,7 +225,7 @@ def load_runs(out: Path) -> list[StoredRun]:
     return runs
 
 
-TRAJECTORY_FILE = "trajectory.jsonl"  # written by `run --eval-every K` (simu_bench.bench.trajectory)
+TRAJECTORY_FILE = "trajectory.jsonl"  # written by `run --eval-every K` (simu_bench.pipeline.trajectory)
 
 
 def read_trajectory(run_dir: Path) -> list[dict] | None:

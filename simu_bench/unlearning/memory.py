@@ -21,7 +21,7 @@ Per device, with FSDP2 over N processes (`simu_bench.unlearning.distributed`):
   logits in the model's dtype and their float32 log-softmax, and in the backward pass the
   float32 gradient of one set's logits; with gradient checkpointing only each layer's input
   (d values) per token and one layer's full activations.
-`measure_peak` checks the figure on the CPU for a small config: `tests/test_memory.py`.
+`measure_peak` checks the figure on the CPU for a small config: `tests/unit/test_memory.py`.
 """
 
 from __future__ import annotations

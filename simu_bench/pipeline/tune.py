@@ -1,0 +1,358 @@
+"""Equal-budget tuning behind `simu-bench tune`: every method gets the same number of trials.
+
+    simu-bench tune --methods all --trials 12 --dev-seeds 100,101 --out tune/
+    simu-bench run --methods all --seeds 0,1,2 --config-dir tune/tuned --out runs/tuned
+
+Each method's YAML declares its space in a ``search:`` block (see `simu_bench.unlearning.config`).
+Per method, an Optuna study with ``TPESampler(seed=--sampler-seed, n_startup_trials=5)`` proposes
+the trials through ask/tell; nothing is searched by hand. Trial k is an ordinary run per dev seed
+in ``DIR/trials/<method>/trial<k>/seed<s>/`` (the run store's layout and files, plus
+``trial<k>/trial.json`` with its parameters). Floats are rounded to 4 significant digits before
+they are used, so configs stay readable and the stored value is exactly the one that ran.
+
+**Resume.** The study lives in memory. A rerun asks the sampler again in the same order with the
+same seed and tells it each trial's result read back from the run store, so it proposes the same
+parameters, skips the finished runs and picks the same winner; ``--trials 2`` then ``--trials 4``
+equals a fresh ``--trials 4``. A trial folder made with other parameters (another sampler seed,
+space or Optuna version) is refused, never mixed.
+
+**Objective.** Per run: ``final`` (mean of Task Aggregate, MIA score and utility), ``forget``
+(mean of the 6 raw forget components, lower is better) and ``retain`` (mean of the 6 retain
+components). A diverged or crashed run counts as the worst value of each (final 0, forget 1,
+retain 0). A trial's values are the means over the dev seeds. Rules (``--rule``):
+
+- ``final`` (default): the best mean final score.
+- ``retain_at_forget``: the best mean retain among trials with mean forget <= ``--forget-level``;
+  the sampler is told ``retain`` for those and ``-forget`` for the others, so any trial within
+  the level beats every trial outside it. No trial within the level: no winner for that method.
+
+Ties go to the earlier trial. Outputs: ``DIR/tuned/<method>.yaml`` (the method's YAML with the
+winner's values and the ``--set`` overrides applied, its ``search:`` moved into a ``tuned:``
+provenance block), ``DIR/tune.json``, ``DIR/tune.md`` and ``DIR/fronts.png`` (forget vs retain of
+every trial, the trade-off front highlighted). Dev seeds must not overlap the report seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from simu_bench.errors import UserError
+from simu_bench.files import atomic_write_json, atomic_write_text, read_json
+from simu_bench.pipeline.plan import Plan, check_inputs, overrides_for, prepare_inputs, run_config
+from simu_bench.pipeline.runner import execute, free_memory
+from simu_bench.store.runs import Run
+
+RULES = ("final", "retain_at_forget")
+STARTUP_TRIALS = 5  # TPE's random trials before it models the results (Optuna's default is 10)
+WORST = {"final": 0.0, "forget": 1.0, "retain": 0.0}  # a diverged or crashed run
+
+
+@dataclass(frozen=True)
+class TunePlan:
+    """What `simu-bench tune` was asked to do; `run` carries data, model, overrides and evaluation."""
+
+    run: Plan  # methods, seeds = the dev seeds, out = DIR/trials
+    out: Path
+    trials: int
+    report_seeds: tuple[int, ...] = (0, 1, 2)
+    rule: str = "final"
+    forget_level: float = 0.2
+    sampler_seed: int = 0
+
+    def rule_text(self) -> str:
+        if self.rule == "final":
+            return "best mean final score over the dev seeds"
+        return f"best mean retain score among trials with mean forget score <= {self.forget_level:g}"
+
+
+def check_tune(tp: TunePlan) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Every check before anything is written; returns each method's raw YAML with the --set
+    overrides applied, and its search space."""
+    from simu_bench.unlearning.config import parse_override, set_path
+    from simu_bench.unlearning.registry import config_path
+
+    if tp.trials < 1:
+        raise UserError(f"--trials {tp.trials}: expected a budget of at least 1 trial per method, e.g. --trials 12")
+    overlap = sorted(set(tp.run.seeds) & set(tp.report_seeds))
+    if overlap:
+        raise UserError(f"--dev-seeds overlaps --report-seeds at {', '.join(map(str, overlap))}: tuning on a "
+                        f"reported seed biases the report; choose dev seeds outside "
+                        f"{','.join(map(str, tp.report_seeds))}, e.g. 100,101")
+    if tp.rule not in RULES:
+        raise UserError(f"--rule {tp.rule!r}: expected one of {', '.join(RULES)}")
+    if not 0.0 <= tp.forget_level <= 1.0:
+        raise UserError(f"--forget-level {tp.forget_level}: expected a score between 0 and 1, e.g. 0.2")
+    configs = check_inputs(tp.run)
+    raws = {}
+    for method in tp.run.methods:
+        config = configs[method]
+        if not config.search:
+            raise UserError(f"{method}: {config.source} has no search: block; add one, e.g. "
+                            f"search: {{optimizer.lr: {{log_uniform: [1.0e-5, 1.0e-2]}}}}")
+        raw = yaml.safe_load(config_path(method).read_text(encoding="utf-8"))
+        for text in overrides_for(method, tp.run.overrides, tp.run.methods):
+            keys, value = parse_override(text)
+            if ".".join(keys) in config.search:
+                raise UserError(f"--set {text}: {'.'.join(keys)} is in {method}'s search space; leave it to the "
+                                f"search, or remove it from the search: block")
+            raw = set_path(raw, ".".join(keys), value)
+        raws[method] = raw
+    return raws, {method: configs[method].search for method in raws}
+
+
+def distributions(space: dict) -> dict:
+    """Optuna distributions of a checked ``search:`` block, in the block's order."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    made = {}
+    for key, spec in space.items():
+        kind, values = next(iter(spec.items()))
+        if kind == "choice":
+            made[key] = CategoricalDistribution(values)
+        elif kind == "int":
+            made[key] = IntDistribution(values[0], values[1])
+        else:
+            made[key] = FloatDistribution(float(values[0]), float(values[1]), log=kind == "log_uniform")
+    return made
+
+
+def new_study(seed: int):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
+    return optuna.create_study(direction="maximize", sampler=sampler)
+
+
+def ask(study, space: dict) -> tuple[object, dict]:
+    """The next trial and its parameters (floats rounded to 4 significant digits)."""
+    trial = study.ask(distributions(space))
+    return trial, {key: float(f"{value:.4g}") if isinstance(value, float) else value
+                   for key, value in trial.params.items()}
+
+
+def outcome(runs: list[Run]) -> dict:
+    """A trial's values: per seed and the means over seeds (worst values for runs that did not finish ok)."""
+    from simu_bench.leaderboard.board import run_values
+
+    per_seed = {}
+    for run in runs:
+        status = (run.status() or {}).get("status", "crashed")
+        values = dict(WORST, status=status)
+        if status == "ok":
+            flat = run_values(read_json(run.file("metrics.json"), expect=dict))
+            for split in ("forget", "retain"):
+                parts = [v for k, v in flat.items()
+                         if k.startswith(f"{split}/") and k.count("/") == 2 and v is not None]  # the 6 components
+                values[split] = statistics.fmean(parts)
+            values["final"] = flat["final"] if flat["final"] is not None else WORST["final"]
+        per_seed[str(run.seed)] = values
+    means = {key: statistics.fmean(v[key] for v in per_seed.values()) for key in WORST}
+    return {**means, "per_seed": per_seed}
+
+
+def score(values: dict, rule: str, level: float) -> tuple[float, bool]:
+    """(what the sampler is told, whether the trial may win)."""
+    if rule == "final":
+        return values["final"], True
+    feasible = values["forget"] <= level
+    return (values["retain"] if feasible else -values["forget"]), feasible
+
+
+def front(trials: list[dict]) -> list[int]:
+    """Trials no other trial beats on both forget (lower) and retain (higher)."""
+    def beaten(a: dict) -> bool:
+        return any(b["forget"] <= a["forget"] and b["retain"] >= a["retain"]
+                   and (b["forget"], b["retain"]) != (a["forget"], a["retain"]) for b in trials)
+
+    return [t["trial"] for t in trials if not beaten(t)]
+
+
+def tune_method(tp: TunePlan, method: str, raw: dict, space: dict, resolved, data, env, say) -> dict:
+    """All trials of one method (resuming finished runs); its trials, front and winner."""
+    from simu_bench.unlearning.config import set_path
+    from simu_bench.unlearning.registry import load_config
+
+    study, trials = new_study(tp.sampler_seed), []
+    for k in range(tp.trials):
+        trial, params = ask(study, space)
+        folder = tp.run.out / method / f"trial{k}"
+        stored = folder / "trial.json"
+        if stored.exists() and read_json(stored).get("params") != params:
+            raise UserError(f"{folder} holds a trial made with other parameters ({read_json(stored).get('params')} != "
+                            f"{params}): another --sampler-seed, search space or Optuna version; use another --out")
+        trial_raw = raw
+        for key, value in params.items():
+            trial_raw = set_path(trial_raw, key, value)
+        config = load_config(trial_raw)
+        runs = [Run(folder / f"seed{seed}", method, seed) for seed in tp.run.seeds]
+        configs = {(method, run.seed): run_config(tp.run, resolved, method, run.seed, config) for run in runs}
+        for run in runs:
+            run.check_config(configs[(method, run.seed)])
+        atomic_write_json(stored, {"method": method, "trial": k, "params": params, "sampler_seed": tp.sampler_seed})
+        trial_resolved = dataclasses.replace(resolved, configs=configs, unlearn_configs={method: config}, timings={})
+        shown = ", ".join(f"{key}={value}" for key, value in params.items())
+        for run in runs:
+            if run.is_done():
+                say(f"{method} trial {k} seed {run.seed}: already done ({run.status()['status']}), skipped")
+            else:
+                say(f"{method} trial {k} ({k + 1} of {tp.trials}) seed {run.seed}: {shown}")
+                execute(tp.run, trial_resolved, run, data, env, say)
+                free_memory()
+        values = outcome(runs)
+        value, feasible = score(values, tp.rule, tp.forget_level)
+        study.tell(trial, value)
+        trials.append({"trial": k, "params": params, "dir": str(folder), **values, "score": value, "feasible": feasible,
+                       "raw": trial_raw})
+    feasible = [t for t in trials if t["feasible"]]
+    winner = max(feasible, key=lambda t: (t["score"], -t["trial"]))["trial"] if feasible else None
+    return {"space": space, "trials": trials, "front": front(trials), "winner": winner}
+
+
+def tuned_yaml(tp: TunePlan, method: str, result: dict, command: str, date: str) -> str:
+    """The winner's config as a normal method YAML with a `tuned:` provenance block."""
+    best = result["trials"][result["winner"]]
+    doc = copy.deepcopy(best["raw"])
+    doc.pop("search", None)
+    doc["tuned"] = {
+        "command": command, "date": date, "rule": tp.rule_text(), "trials": tp.trials, "trial": best["trial"],
+        "dev_seeds": list(tp.run.seeds), "report_seeds": list(tp.report_seeds), "space": result["space"],
+        "sampler": sampler_record(tp), "params": best["params"], "overrides": list(tp.run.overrides),
+        "dev_scores": {key: best[key] for key in ("final", "forget", "retain", "per_seed")},
+    }
+    head = (f"# {method} as tuned by `simu-bench tune` (trial {best['trial']} of {tp.trials}; "
+            f"rule: {tp.rule_text()}).\n"
+            f"# Run it:  simu-bench run --methods {method} --config-dir {tp.out / 'tuned'} "
+            f"--seeds {','.join(map(str, tp.report_seeds))}\n")
+    return head + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+def sampler_record(tp: TunePlan) -> dict:
+    import optuna
+
+    return {"name": "optuna.samplers.TPESampler", "seed": tp.sampler_seed, "n_startup_trials": STARTUP_TRIALS,
+            "optuna": optuna.__version__}
+
+
+def run_tune(tp: TunePlan, say=print) -> dict:
+    """Tune every method of the plan; write tuned configs and the reports; return tune.json's content."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from simu_bench.data.lume import load_lume
+    from simu_bench.store.environment import environment
+
+    raws, spaces = check_tune(tp)
+    bars, threads = hf_logging.is_progress_bar_enabled(), torch.get_num_threads()
+    if tp.run.quiet:
+        hf_logging.disable_progress_bar()
+    if tp.run.cpu_threads():
+        torch.set_num_threads(tp.run.cpu_threads())
+    try:
+        resolved = prepare_inputs(tp.run)
+        data, env = load_lume(resolved.data_dir), environment(tp.run.device)
+        results = {m: tune_method(tp, m, raws[m], spaces[m], resolved, data, env, say) for m in tp.run.methods}
+    finally:
+        torch.set_num_threads(threads)
+        if bars:
+            hf_logging.enable_progress_bar()
+    for method, result in results.items():
+        if result["winner"] is not None:
+            path = tp.out / "tuned" / f"{method}.yaml"
+            atomic_write_text(path, tuned_yaml(tp, method, result, tp.run.command, env["date"]))
+            result["tuned_config"] = str(path)
+    report = {
+        "command": tp.run.command, "date": env["date"], "rule": {"name": tp.rule, "text": tp.rule_text(),
+        "forget_level": tp.forget_level if tp.rule == "retain_at_forget" else None}, "sampler": sampler_record(tp),
+        "trials": tp.trials, "dev_seeds": list(tp.run.seeds), "report_seeds": list(tp.report_seeds),
+        "overrides": list(tp.run.overrides),
+        "methods": {m: {**r, "trials": [{k: v for k, v in t.items() if k != "raw"} for t in r["trials"]]}
+                    for m, r in results.items()},
+    }
+    for path in write_reports(report, tp.out):
+        say(f"wrote {path}")
+    return report
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+
+def write_reports(report: dict, out: Path) -> list[Path]:
+    """tune.json, tune.md and fronts.png in `out`."""
+    atomic_write_json(out / "tune.json", report)
+    atomic_write_text(out / "tune.md", markdown(report))
+    return [out / "tune.json", out / "tune.md", write_fronts(report, out / "fronts.png")]
+
+
+def markdown(report: dict) -> str:
+    from tabulate import tabulate
+
+    lines = ["# Tuning", "", f"`{report['command']}`", "",
+             f"{report['trials']} trials per method on dev seeds {', '.join(map(str, report['dev_seeds']))} "
+             f"(reported seeds: {', '.join(map(str, report['report_seeds']))}); sampler "
+             f"{report['sampler']['name']}(seed={report['sampler']['seed']}, "
+             f"n_startup_trials={report['sampler']['n_startup_trials']}), Optuna {report['sampler']['optuna']}.",
+             f"Rule: {report['rule']['text']}. Diverged or crashed runs count as final 0, forget 1, retain 0.",
+             "Front: no other trial has both lower forget and higher retain.", ""]
+    for method, result in report["methods"].items():
+        lines += [f"## {method}", ""]
+        winner = result["winner"]
+        if winner is None:
+            lines += ["No trial met the rule: no tuned config.", ""]
+        else:
+            best = result["trials"][winner]
+            lines += [f"Winner: trial {winner} ({_params(best['params'])}): final {best['final']:.3f}, forget "
+                      f"{best['forget']:.3f}, retain {best['retain']:.3f}; config `{result['tuned_config']}`.", ""]
+        keys = list(result["space"])
+        rows = [[t["trial"], *(t["params"][k] for k in keys), f"{t['final']:.3f}", f"{t['forget']:.3f}",
+                 f"{t['retain']:.3f}", ",".join(sorted({v['status'] for v in t["per_seed"].values()})),
+                 "✓" if t["trial"] in result["front"] else "", "★" if t["trial"] == winner else ""]
+                for t in result["trials"]]
+        headers = ["trial", *keys, "final ↑", "forget ↓", "retain ↑", "status", "front", "winner"]
+        lines += [tabulate(rows, headers=headers, tablefmt="github"), ""]
+    return "\n".join(lines)
+
+
+def _params(params: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in params.items())
+
+
+def write_fronts(report: dict, path: Path) -> Path:
+    """One panel per method: forget (x, lower is better) against retain (y) of every trial."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simu_bench.files import atomic_write_bytes
+
+    methods = list(report["methods"])
+    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.6), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods):
+        result = report["methods"][method]
+        trials = result["trials"]
+        ax.scatter([t["forget"] for t in trials], [t["retain"] for t in trials], color="0.6", s=18, label="trial")
+        best = sorted((t for t in trials if t["trial"] in result["front"]), key=lambda t: t["forget"])
+        ax.plot([t["forget"] for t in best], [t["retain"] for t in best], "o-", color="C0", label="front")
+        if result["winner"] is not None:
+            win = trials[result["winner"]]
+            ax.scatter([win["forget"]], [win["retain"]], marker="*", s=160, color="C3", zorder=3, label="winner")
+        if report["rule"]["forget_level"] is not None:
+            ax.axvline(report["rule"]["forget_level"], color="0.3", linestyle="--", linewidth=1)
+        ax.set(title=method, xlabel="forget ↓ (mean of 6)", xlim=(-0.05, 1.05), ylim=(-0.05, 1.05))
+    axes[0][0].set_ylabel("retain ↑ (mean of 6)")
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

@@ -1,0 +1,84 @@
+"""The leaderboard of a fixed run store is pinned: a change of its text is a change of behaviour.
+
+`make_store` writes a run store by hand (raw JSON files, no project code), with three seeds of
+three methods, a diverged and a crashed run. The golden files were rendered from this store;
+regenerate them only for an intended change of the leaderboard:
+
+    python tests/cli/test_leaderboard_golden.py
+"""
+
+import json
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FORMATS = ("md", "json")
+
+
+def _write(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def _metrics(seed: int, forget: float, retain: float, utility: float) -> dict:
+    def split(base: float) -> dict:
+        return {t: {"regurgitation": round(base + 0.01 * i + 0.003 * seed, 4), "knowledge": round(base + 0.02 * i, 4)}
+                for i, t in enumerate(("Task1", "Task2", "Task3"))}
+
+    aggregate = round(0.5 + 0.1 * retain - 0.2 * forget + 0.01 * seed, 4)
+    mia = round(0.6 + 0.05 * seed, 4)
+    def overall(base: float) -> dict:  # row-weighted: Task2's many questions pull knowledge down
+        return {"regurgitation": round(base + 0.01 + 0.003 * seed, 4), "knowledge": round(base + 0.005, 4)}
+
+    return {"components": {"forget": split(forget), "retain": split(retain)}, "task_aggregate": aggregate,
+            "overall": {"forget": overall(forget), "retain": overall(retain)},
+            "mia": {"auc": round(0.8 - 0.02 * seed, 4), "score": mia},
+            "utility": {"name": "world_facts", "value": utility}, "final": round((aggregate + mia + utility) / 3, 4)}
+
+
+def make_store(out: Path) -> Path:
+    _write(out / "run.json", {"command": "simu-bench run --methods all --seeds 0,1,2 --out runs", "date": "2026-01-01"})
+    runs = {("target", None): ("ok", (1.0, 1.0, 0.9))}
+    for seed in (0, 1, 2):
+        runs[("fo_graddiff", seed)] = ("ok", (0.30 - 0.02 * seed, 0.85, 0.80))
+        runs[("so_graddiff", seed)] = ("ok", (0.25, 0.90 - 0.01 * seed, 0.84))
+        runs[("simu", seed)] = ("diverged" if seed == 2 else "ok", (0.10, 0.70, 0.55))
+    runs[("simu", 3)] = ("crashed", None)
+    for (method, seed), (status, values) in runs.items():
+        folder = out / method / ("" if seed is None else f"seed{seed}")
+        config = {"method": method, "seed": seed, "data": {"sha256": "d" * 16}, "model": {"sha256": "m" * 16},
+                  "evaluation": {"max_new_tokens": 256, "batch_size": 64}}
+        _write(folder / "config.json", {"hash": "h" * 16, "config": config})
+        _write(folder / "environment.json", {"device": "cpu", "date": "2026-01-01", "git": "abc",
+                                             "libraries": {"simu-bench": "0.1.0", "torch": "2.13.0"}})
+        if status == "ok":
+            _write(folder / "metrics.json", _metrics(seed or 0, *values))
+            _write(folder / "timings.json", {"total": 10.0 + (seed or 0)})
+        record = {"status": status, "method": method, "seed": seed}
+        if status != "ok":
+            record["error"] = "loss became nan at step 3" if status == "diverged" else "RuntimeError: out of memory"
+        _write(folder / "status.json", record)
+    return out
+
+
+def render_all(out: Path) -> dict[str, str]:
+    from simu_bench.leaderboard.board import build, render
+
+    board = build(out)
+    return {fmt: render(board, fmt).replace(str(out), "<runs>") for fmt in FORMATS}  # temp paths differ
+
+
+def test_the_leaderboard_of_a_fixed_store_is_unchanged(tmp_path):
+    rendered = render_all(make_store(tmp_path / "runs"))
+    for fmt in FORMATS:
+        golden = (FIXTURES / f"leaderboard_golden.{fmt}").read_text(encoding="utf-8")
+        assert rendered[fmt] == golden, f"leaderboard.{fmt} changed; regenerate the golden only if intended"
+
+
+if __name__ == "__main__":  # regenerate the golden files
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt, text in render_all(make_store(Path(tmp) / "runs")).items():
+            (FIXTURES / f"leaderboard_golden.{fmt}").write_text(text, encoding="utf-8")
+    sys.exit(0)
