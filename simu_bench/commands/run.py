@@ -35,8 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--methods", default="all", metavar="all|a,b,c", help="methods to run (default: all registered)"
     )
-    # Five seeds: what the three tuned methods finish in about five minutes on two CPU cores; paired
-    # comparisons need them (one seed gives no interval at all).
+    # Five seeds: what the three tuned methods finish in about seven minutes on two CPU cores
+    # (17-52 s a run); paired comparisons need them (one seed gives no interval at all).
     parser.add_argument("--seeds", default=DEFAULT_SEEDS, metavar="0,1,2",
                         help=f"seeds, comma-separated (default: {DEFAULT_SEEDS})")
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""Statistics for comparing unlearning methods fairly (DESIGN.md section 6).
+"""Statistics for comparing unlearning methods fairly: paired over shared seeds, at matched forgetting.
 
 - `matched_value`: the retain score where a trajectory's forget score first drops to a level L.
 - `paired_difference`: mean paired difference over shared seeds, with a paired-t CI and p-value

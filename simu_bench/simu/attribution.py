@@ -34,7 +34,7 @@ at which positions. On the embedded target the two give different masks (see REA
 attribution positions"), so the choice is an option and the default follows the cited line of
 work; `all` was this module's only behaviour before the option existed.
 
-Why one layer at a time: DESIGN §2 and Knowledge Neurons (Dai et al., 2022, arXiv 2104.08696)
+Why one layer at a time: the SIMU paper's per-layer criterion and Knowledge Neurons (Dai et al., 2022, arXiv 2104.08696)
 attribute layer l's units along a path on which only layer l moves; scaling every layer at
 once would measure a different path (later layers would see inputs already weakened by earlier
 scaled layers) and its scores would not add up to layer l's own contribution.

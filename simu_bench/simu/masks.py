@@ -6,7 +6,7 @@ A unit of layer l is critical for a set when its score passes the layer's cut:
   than ">" so that t = 1 keeps the top unit instead of none.
 - `top_fraction` mode: the ceil(t * d_ff) highest-scoring units of every layer.
 
-C_f comes from the forget set's scores and C_r from the retain set's. The strategies (DESIGN §2):
+C_f comes from the forget set's scores and C_r from the retain set's. The strategies (SIMU, arXiv 2510.07822):
 - `dual`: all of C_f, the dual neurons (in C_f and C_r) included; the paper's best.
 - `forget_only`: C_f minus C_r.
 

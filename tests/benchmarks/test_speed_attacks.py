@@ -2,11 +2,11 @@
 
     pytest tests/benchmarks/test_speed_attacks.py --benchmark-enable --benchmark-columns=mean,median,rounds
 
-Budgets (issue: "is it forgotten or hidden?"): the suite adds at most 30% to an evaluation, and
+Budgets ("is it forgotten or hidden?"): the suite adds at most 30% to an evaluation, and
 relearning for 20 steps costs at most one unlearning run. Compare within each group:
 `mia: official` (the loss attack alone: `document_nll` of members and non-members) against
 `mia: suite` (every attack from the same forward pass), both next to `evaluate` of
-`test_bench_evaluate.py`; `relearn` against `unlearn` on the same tiny target.
+`test_speed_evaluate.py`; `relearn` against `unlearn` on the same tiny target.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Measure with:
     pytest tests/benchmarks/test_speed_unlearn.py --benchmark-enable --benchmark-columns=mean,median,stddev
 
 Each method's step time as a ratio to FO-GradDiff's (group "unlearning step") is the figure
-issue 13 bounds: <= 2.2x for methods with a frozen reference model (one more forward per
+to watch: <= 2.2x for methods with a frozen reference model (one more forward per
 micro-batch: npo, idk_dpo, rmu, simu_npo), <= 1.3x for the others.
 
 Targets: one step of each method through the loop (`Session.step`: two forwards, backward,

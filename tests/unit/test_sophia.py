@@ -191,7 +191,7 @@ def test_parameters_without_gradient_are_untouched():
 
 
 def soul_reference_step(p, g, m, h, lr, beta1, beta2, rho, wd, curvature_scale=5120):
-    """SOUL's update written out line by line (DESIGN §2), one tensor, no fusing."""
+    """SOUL's update written out line by line (SOUL's SophiaG, arXiv 2404.18239), one tensor, no fusing."""
     h.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     m.mul_(beta1).add_(g, alpha=1 - beta1)
     p.mul_(1 - lr * wd)
