@@ -100,7 +100,7 @@ def test_the_same_sampler_seed_and_results_give_the_same_trials():
     first = proposals(0, space, values)
     assert first == proposals(0, space, values)
     assert first != proposals(1, space, values)
-    assert all(7.0e-5 <= p["optimizer.lr"] <= 1.0e-2 and p["options.m"] in (3, 5) and 2 <= p["train.epochs"] <= 8
+    assert all(7.0e-5 <= p["optimizer.lr"] <= 1.0e-2 and p["options.t"] <= 0.5 and 2 <= p["train.epochs"] <= 8
                for p in first)
 
 

@@ -185,3 +185,23 @@ def test_gamma_belongs_to_graddiff_options():
     assert load_config("so_graddiff", ["options.gamma=0.5"]).options.gamma == 0.5
     with pytest.raises(UserError, match="gamma: moved; write it as options.gamma"):
         load_config("so_graddiff", ["gamma=0.5"])
+
+
+# The keys every method shares where its config has them: learning rate, length, retain weight.
+SHARED_SEARCH_KEYS = {"optimizer.lr", "train.epochs", "train.max_steps", "options.gamma", "options.alpha"}
+
+
+@pytest.mark.parametrize("method", registry.names())
+def test_every_method_searches_the_shared_keys_plus_at_most_one_of_its_own(method):
+    """Equal budgets: the same shared dimensions where a method has them (a method that trains
+    searches lr and epochs; one with a retain weight searches it), at most one method-specific key."""
+    config = load_config(method)
+    keys = set(config.search)
+    assert keys, f"{method} has no search: block"
+    own = keys - SHARED_SEARCH_KEYS
+    assert len(own) <= 1, f"{method} searches {sorted(own)}: at most one method-specific key"
+    if config.optimizer.lr > 0:  # it trains
+        assert {"optimizer.lr", "train.epochs"} <= keys
+    for weight in ("gamma", "alpha"):
+        if hasattr(config.options, weight):
+            assert f"options.{weight}" in keys, f"{method} has a retain weight {weight} it does not search"

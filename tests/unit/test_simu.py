@@ -40,7 +40,7 @@ def test_shipped_config_loads_and_is_registered():
     config = load_config("simu")
     assert config.optimizer.name == "sophiag" and config.optimizer.variant == "soul"
     assert (config.options.strategy, config.options.mode) == ("dual", "threshold")
-    assert config.options.m in (3, 5) and 0 < config.options.t <= 1  # the tuned values, inside the search space
+    assert config.options.m == 3 and 0 < config.options.t <= 1  # m: the paper's 3, not searched; t: tuned
     reference = load_config("simu", reference=True)
     assert reference.optimizer.lr == 5e-6 and (reference.options.m, reference.options.t) == (3, 0.2)
 
