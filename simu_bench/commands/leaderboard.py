@@ -12,6 +12,7 @@ from pathlib import Path
 
 from simu_bench.errors import UserError
 from simu_bench.files import atomic_write_text, remove_temp_files
+from simu_bench.leaderboard import floor
 from simu_bench.leaderboard.board import FORMATS, build, render
 from simu_bench.store.runs import check_writable
 
@@ -26,6 +27,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--format", choices=FORMATS, default="md", help="table format (default: md)")
     parser.add_argument("--output", type=Path, metavar="FILE", help="write the table here instead of stdout")
     parser.add_argument("--plots", type=Path, metavar="DIR", help="also write tradeoff.png and per_task.png here")
+    floor.add_argument(parser)
     parser.set_defaults(handler=main)
 
 
@@ -36,6 +38,8 @@ def command_line(args) -> str:
         words += ["--output", str(args.output)]
     if args.plots:
         words += ["--plots", str(args.plots)]
+    if args.utility_floor != str(floor.DEFAULT_FRACTION):
+        words += ["--utility-floor", args.utility_floor]
     return shlex.join(words)
 
 
@@ -43,7 +47,7 @@ def main(args) -> int:
     if args.output is not None and args.output.is_dir():
         raise UserError(f"--output {args.output} is a directory; expected a file to write the table to, "
                         f"e.g. --output {args.output / ('leaderboard.' + args.format)}")
-    board = build(args.run_dir)
+    board = build(args.run_dir, floor.parse_utility_floor(args.utility_floor))
     if not board.rows:
         raise UserError(f"{args.run_dir} holds no finished run; run `simu-bench run --out {args.run_dir}` first")
     for target in (args.output.parent if args.output else None, args.plots):

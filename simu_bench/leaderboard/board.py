@@ -28,6 +28,7 @@ from pathlib import Path
 
 from simu_bench.data.lume import KINDS, SPLITS, TASKS
 from simu_bench.files import read_json
+from simu_bench.leaderboard.floor import UtilityFloor, judge
 from simu_bench.leaderboard.paired import Comparison, compare, matched_summary, sections
 from simu_bench.store.runs import REFERENCE, RELEARN_FILE, StoredRun, load_runs
 
@@ -137,6 +138,11 @@ class Row:
     method: str
     runs: list[StoredRun]
     stats: dict[str, Stat] = field(default_factory=dict)
+    floor: dict | None = None  # `floor.judge`'s verdict: passed (bool | None), runs (seed -> verdict), below
+
+    @property
+    def below_floor(self) -> bool:
+        return bool(self.floor) and self.floor["passed"] is False
 
     @property
     def label(self) -> str:
@@ -151,10 +157,11 @@ class Row:
         for run in self.runs:
             if run.status != "ok":
                 failed[run.status] = failed.get(run.status, 0) + 1
+        below = f"; {self.floor['below']} below the utility floor" if self.floor and self.floor["below"] else ""
         if not failed:
-            return str(len(self.runs))
+            return f"{len(self.runs)}{below}"
         detail = ", ".join(f"{count} {status}" for status, count in sorted(failed.items()))
-        return f"{len(self.ok)}/{len(self.runs)} ({detail})"
+        return f"{len(self.ok)}/{len(self.runs)} ({detail}{below})"
 
     def cell(self, key: str, pm: str = "±") -> str:
         if not self.ok:  # nothing finished: say why instead of showing numbers
@@ -168,8 +175,11 @@ class Board:
     utility_name: str | None
     meta: dict
     comparison: Comparison | None = None
+    utility_floor: dict = field(default_factory=dict)  # `UtilityFloor.to_dict` with the target's utility
 
     def rank(self, row: Row) -> str:
+        if row.below_floor:  # shown and counted, never ranked (as the official evaluation discards it)
+            return "below floor"
         ranks = self.comparison.ranks if self.comparison else {}
         return str(ranks[row.method]) if row.method in ranks else "—"
 
@@ -209,11 +219,16 @@ def attack_values(run: StoredRun) -> dict[str, float | None]:
 
 
 def legend(board: Board) -> str:
-    return LEGEND + (ATTACK_LEGEND if board.attack_columns else "")
+    floor = board.utility_floor
+    text = UtilityFloor(floor["fraction"] or 0, floor["absolute"]).text(floor["target_utility"]) if floor else ""
+    rule = (f" {text[0].upper()}{text[1:]}: a method whose mean utility is below it is shown and counted but not "
+            "ranked; 'runs' counts the runs below it." if floor and floor["threshold"] is not None else "")
+    return LEGEND + (ATTACK_LEGEND if board.attack_columns else "") + rule
 
 
-def build(out: Path) -> Board:
-    """Read every finished run under `out` and summarise it per method."""
+def build(out: Path, floor: UtilityFloor = UtilityFloor()) -> Board:
+    """Read every finished run under `out` and summarise it per method; rows below the utility
+    `floor` (`simu_bench.leaderboard.floor`) are kept, counted, and left out of ranks and "best"."""
     out = Path(out)
     by_method: dict[str, list[StoredRun]] = {}
     for run in load_runs(out):
@@ -230,10 +245,13 @@ def build(out: Path) -> Board:
         for run in row.ok:
             utility_name = utility_name or (run.metrics.get("utility") or {}).get("name")
         rows.append(row)
+    target_utility, verdicts = judge(rows, floor, REFERENCE)
+    for row in rows:
+        row.floor = verdicts.get(row.method)
 
     def order(row: Row):
         final, aggregate = row.stats["final"].mean, row.stats["task_aggregate"].mean
-        return (not row.ok, -(final if final is not None else -1), -(aggregate or 0), row.method)
+        return (not row.ok, row.below_floor, -(final if final is not None else -1), -(aggregate or 0), row.method)
 
     rows.sort(key=order)
     shown = [c for c in ATTACK_COLUMNS if any(row.stats[c.key].n for row in rows)]
@@ -241,7 +259,9 @@ def build(out: Path) -> Board:
         for column in ATTACK_COLUMNS:
             if column not in shown:
                 del row.stats[column.key]
-    return Board(rows, utility_name, _meta(out), compare(rows, run_values), shown)
+    comparison = compare([row for row in rows if not row.below_floor], run_values)
+    return Board(rows, utility_name, _meta(out), comparison, attack_columns=shown,
+                 utility_floor=floor.to_dict(target_utility))
 
 
 def _meta(out: Path) -> dict:
@@ -335,9 +355,12 @@ def to_dict(board: Board) -> dict:
                 "runs": r.runs_text(),
                 "status": {str(run.seed): {"status": run.status, "error": run.error} for run in r.runs},
                 "metrics": {k: stat(s) for k, s in r.stats.items()},
+                "utility_floor": None if r.floor is None else {
+                    "passed": r.floor["passed"], "runs": {str(seed): v for seed, v in r.floor["runs"].items()}},
             }
             for r in board.rows
         ],
+        "utility_floor": board.utility_floor,
         "ranks": board.comparison.ranks if board.comparison else {},
         "paired": board.comparison.paired if board.comparison else [],
         "matched": matched_summary(board.comparison) if board.comparison else {},

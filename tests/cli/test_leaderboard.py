@@ -106,3 +106,25 @@ def test_leaderboard_of_missing_dir_is_one_line_exit_2(tmp_path, capsys):
     assert main(["leaderboard", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err
+
+
+def test_the_utility_floor_keeps_a_method_on_the_board_but_out_of_the_ranks(tmp_path, capsys):
+    """Target utility 0.8; floor 0.75 -> 0.6. broken has the best final (0.9) with utility 0.1:
+    shown, counted, not ranked, not "best"; kept (0.7) ranks first. abs:0.05 lets broken back in."""
+    out = tmp_path / "runs"
+    store(out, "target", None, final=0.5, utility=0.8)
+    for seed in (0, 1):
+        store(out, "broken", seed, final=0.9 + 0.01 * seed, utility=0.1)
+        store(out, "kept", seed, final=0.7 + 0.01 * seed, utility=0.7)
+    assert main(["leaderboard", str(out), "--format", "json"]) == 0
+    board = json.loads(capsys.readouterr().out)
+    assert board["utility_floor"]["threshold"] == pytest.approx(0.6)
+    assert board["ranks"] == {"kept": 1}
+    rows = {row["method"]: row for row in board["rows"]}
+    assert rows["broken"]["utility_floor"] == {"passed": False, "runs": {"0": False, "1": False}}
+    assert rows["broken"]["runs"] == "2; 2 below the utility floor"
+    assert [row["method"] for row in board["rows"]] == ["kept", "target", "broken"]  # the discarded last
+    assert main(["leaderboard", str(out), "--utility-floor", "abs:0.05"]) == 0
+    assert "| 1      | broken" in capsys.readouterr().out
+    assert main(["leaderboard", str(out), "--utility-floor", "abs:1.2"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -1,7 +1,10 @@
 """The leaderboard of a fixed run store is pinned: a change of its text is a change of behaviour.
 
 `make_store` writes a run store by hand (raw JSON files, no project code), with three seeds of
-three methods, a diverged and a crashed run. The golden files were rendered from this store;
+three methods, a diverged and a crashed run. simu's utility (0.55) is below the default utility
+floor (0.75 x the target's 0.9 = 0.675): its row is shown with "below floor" as its rank, its runs
+are counted as below the floor, and it takes no part in the ranks or the paired comparisons.
+The golden files were rendered from this store;
 regenerate them only for an intended change of the leaderboard:
 
     python tests/cli/test_leaderboard_golden.py
