@@ -30,8 +30,8 @@ Which positions are scaled (`positions`):
   down-projection input). The scores then also credit a unit for how it shapes the prompt's
   representation that later positions attend to.
 The SIMU paper (arXiv 2510.07822) says it scales "the activation" of each unit and does not say
-at which positions. On the embedded target the two give different masks (see README, "SIMU's
-attribution positions"), so the choice is an option and the default follows the cited line of
+at which positions. On the embedded target the two give different masks (see docs/differences.md,
+"Measured"), so the choice is an option and the default follows the cited line of
 work; `all` was this module's only behaviour before the option existed.
 
 Why one layer at a time: the SIMU paper's per-layer criterion and Knowledge Neurons (Dai et al., 2022, arXiv 2104.08696)

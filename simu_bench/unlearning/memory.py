@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="micro-batch of the whole run")
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--table", action="store_true", help="the README's table instead")
+    parser.add_argument("--table", action="store_true", help="the table of docs/scaling.md instead")
     args = parser.parse_args(argv)
     if args.table:
         print(table())

@@ -1,7 +1,11 @@
-"""The documentation stays true: no citation of a file the repository does not contain."""
+"""The documentation stays true: its links resolve, its commands parse, and it cites nothing the
+repository does not contain."""
 
 import re
+import shlex
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Folders that hold no project text: build outputs, environments, caches, run stores.
@@ -43,3 +47,85 @@ def test_no_citation_of_files_or_issues_the_repository_lacks():
         if citations:
             found[str(path.relative_to(ROOT))] = citations
     assert not found, f"cite papers or the authors' code instead: {found}"
+
+
+# Pages a reader follows from the README: their relative links must resolve, their commands parse.
+PAGES = sorted([ROOT / "README.md", ROOT / "tasks" / "README.md", ROOT / "results" / "README.md",
+                *(ROOT / "docs").glob("*.md")])
+FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def broken_links(page: Path) -> list[str]:
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):
+            continue  # a web address
+        path, _, fragment = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        if not file.exists():
+            broken.append(f"{target}: {file} does not exist")
+        elif fragment and file.suffix == ".md":
+            headings = re.findall(r"^#+ (.*)$", FENCE.sub("", file.read_text(encoding="utf-8")), re.MULTILINE)
+            if fragment not in {anchor(heading) for heading in headings}:
+                broken.append(f"{target}: no heading of {file.name} has the anchor #{fragment}")
+    return broken
+
+
+def test_the_readme_indexes_every_page_of_docs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert not [page.name for page in (ROOT / "docs").glob("*.md") if f"(docs/{page.name})" not in readme]
+
+
+def test_link_check_catches_a_missing_file_and_a_missing_anchor(tmp_path):
+    (tmp_path / "a.md").write_text("# A page\n[ok](#a-page) [gone](b.md) [bad](#nowhere) [web](https://x.org)\n")
+    assert [line.split(":")[0] for line in broken_links(tmp_path / "a.md")] == ["b.md", "#nowhere"]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(page):
+    assert not broken_links(page)
+
+
+def commands(page: Path) -> list[str]:
+    """Each `simu-bench ...` command of the page's code blocks (continuations joined, comments kept)."""
+    found = []
+    for block in FENCE.findall(page.read_text(encoding="utf-8")):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in re.split(r"&&|;|\|", line):
+                part = " ".join(part.split())
+                if part.startswith("simu-bench "):
+                    found.append(part)
+                elif " -m simu_bench " in part:  # torchrun ... -m simu_bench run ...
+                    found.append("simu-bench " + part.split(" -m simu_bench ", 1)[1])
+    return found
+
+
+README_COMMANDS = [(page, command) for page in PAGES for command in commands(page)]
+
+
+def test_the_readme_shows_the_two_commands():
+    shown = commands(ROOT / "README.md")
+    assert any(c.startswith("simu-bench run --methods") for c in shown)
+    assert any(c.startswith("simu-bench leaderboard") for c in shown)
+
+
+@pytest.mark.parametrize("page, command", README_COMMANDS,
+                         ids=[f"{p.relative_to(ROOT)}: {c[:60]}" for p, c in README_COMMANDS])
+def test_every_command_parses(page, command):
+    """A parse of the arguments, as `--help` would check them; nothing runs."""
+    from simu_bench.cli import build_parser
+
+    words = shlex.split(command, comments=True)[1:]
+    shell = [i for i, word in enumerate(words) if word == "&" or word.startswith((">", "2>", "<"))]
+    words = words[:shell[0]] if shell else words  # redirections and `&` belong to the shell
+    try:
+        build_parser().parse_args(words)
+    except SystemExit as stop:
+        pytest.fail(f"{page.relative_to(ROOT)}: `{command}` does not parse (exit {stop.code})")

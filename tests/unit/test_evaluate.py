@@ -169,7 +169,7 @@ def test_memorised_target_scores_near_the_top(tiny_target, tiny_model_and_tokeni
 
 @pytest.mark.slow
 def test_plain_lm_eval_command_runs_the_pack(tiny_target, tmp_path):
-    """The README's command, as a user types it (with --limit to keep it short)."""
+    """The command of tasks/README.md, as a user types it (with --limit to keep it short)."""
     out_dir = tmp_path / "out"
     command = [
         os.path.join(os.path.dirname(sys.executable), "lm_eval"), "run", "--model", "hf",
