@@ -19,8 +19,13 @@ the official ones (`scoring.mia_auc` with score = -statistic, `scoring.mia_score
 - `min_k_plus_plus`: the same over z_t = (log p(x_t) - mu_t) / sigma_t, mu_t and sigma_t the mean
   and standard deviation of log p(v) under p(v) over the vocabulary at position t (Zhang et al.,
   Min-K%++, arXiv 2404.02936);
-- `reference`: NLL(model) - NLL(reference model), the reference being the target before
-  unlearning (Carlini et al. 2021's reference-model attack); only when its NLLs are given.
+- `reference`: NLL(reference model) - NLL(model), the reference being the target before
+  unlearning; only when its NLLs are given. Carlini et al. 2021's reference-model attack
+  calibrates by a model that never saw the members (NLL(model) - NLL(ref), lower for members;
+  open-unlearning uses the retain model). Here the reference saw every member and unlearning
+  raises the members' NLL more than the non-members', so the statistic is minus that rise:
+  lower means "looks like a member" and AUC > 0.5 means the unlearned documents stand out,
+  as for every other attack. A model that did not change gives 0 for every document: AUC 0.5.
 
 "The lowest k%" of n token values are the floor(k * n) smallest, at least one. The AUC and MIA
 score live in `simu_bench.evaluation.scoring`.
@@ -156,9 +161,10 @@ def membership_inference(model, tokenizer, members: Sequence[Document], nonmembe
                 f"reference NLLs for {len(ref_member)} members and {len(ref_nonmember)} non-members, but the "
                 f"MIA has {len(member_nll)} and {len(nonmember_nll)}; compute them on the same documents"
             )
+        # Minus the rise of each document's NLL since the reference (see the module docstring).
         statistics["reference"] = (
-            [nll - ref for nll, ref in zip(member_nll, ref_member)],
-            [nll - ref for nll, ref in zip(nonmember_nll, ref_nonmember)],
+            [ref - nll for nll, ref in zip(member_nll, ref_member)],
+            [ref - nll for nll, ref in zip(nonmember_nll, ref_nonmember)],
         )
     return {
         "auc": auc,

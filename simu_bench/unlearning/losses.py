@@ -88,12 +88,15 @@ def npo(model: torch.nn.Module, reference: torch.nn.Module, forget: Encoded, bet
 
 
 def simnpo(model: torch.nn.Module, forget: Encoded, beta: float, delta: float) -> torch.Tensor:
-    """SimNPO's forget term: -(2/beta) * mean of log sigmoid(-(beta/|y|) * log pi(y|x) - delta).
+    """SimNPO's forget term: -(2/beta) * mean of log sigmoid(beta * (NLL - delta)), NLL the mean
+    answer-token NLL of each example (-(1/|y|) log pi(y|x)); no reference model.
 
-    (1/|y|) log pi(y|x) is minus the mean answer-token NLL, so the argument is beta * NLL - delta;
-    no reference model.
+    The margin sits inside the temperature, as in the authors' code (OPTML-Group/Unlearn-Simple,
+    open-unlearning's `simnpo.py`: ``beta * (nll / |y| - delta)``); the paper's formula
+    log sigmoid(-(beta/|y|) log pi - gamma) puts it outside. The two agree at delta = 0, the
+    published TOFU setting.
     """
-    return -(2.0 / beta) * F.logsigmoid(beta * sequence_nll(model, forget) - delta).mean()
+    return -(2.0 / beta) * F.logsigmoid(beta * (sequence_nll(model, forget) - delta)).mean()
 
 
 def dpo(model: torch.nn.Module, reference: torch.nn.Module, preferred: Encoded, rejected: Encoded,

@@ -75,9 +75,14 @@ def test_simnpo_hand_worked():
     assert unlearner.loss(POLICY, BATCH).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_simnpo_delta_shifts_the_margin():
-    """delta = 4.5 ln 2 cancels the argument: -(2/beta) ln sigmoid(0) = (2/beta) ln 2."""
-    assert losses.simnpo(POLICY, FORGET, 4.5, 4.5 * LN2).item() == pytest.approx((2 / 4.5) * LN2, rel=1e-6)
+def test_simnpo_delta_is_inside_the_temperature_as_in_the_authors_code():
+    """log sigmoid(beta * (NLL - delta)), NLL = ln 2 (OPTML-Group/Unlearn-Simple, open-unlearning).
+    delta = ln 2 cancels the argument: -(2/beta) ln sigmoid(0) = (2/beta) ln 2. delta = ln 2 / 2
+    leaves 4.5 * ln 2 / 2 = 2.25 ln 2: (2/4.5) ln(1 + 2^-2.25). (The convention beta * NLL - delta
+    gives (2/4.5) ln(1 + 2^-3.5) and (2/4.5) ln(1 + 2^-4) here.)"""
+    assert losses.simnpo(POLICY, FORGET, 4.5, LN2).item() == pytest.approx((2 / 4.5) * LN2, rel=1e-6)
+    expected = (2 / 4.5) * math.log(1 + 2**-2.25)
+    assert losses.simnpo(POLICY, FORGET, 4.5, LN2 / 2).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_dpo_hand_worked():

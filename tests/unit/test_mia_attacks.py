@@ -118,8 +118,11 @@ def test_every_attack_on_a_bigram_model_matches_the_hand_computation():
     - min_k_plus_plus: after "a" mu = -0.673, sigma = 0.199, z(b|a) = -1.225; after "b"
       mu = -0.325, sigma = 0.659, z(b|b) = -3.0. Lowest z: m1 -1.225, m2 -3.0, n1 -1.225,
       n2 -3.0: the same ties as min_k, AUC 0.5.
-    - reference with reference NLLs m (0.1, 0.2), n (0.3, 0.6): differences m1 0.411,
-      m2 0.669; n1 0.346, n2 0.508; only m1 < n2: AUC 0.25.
+    - reference with reference NLLs m (0.1, 0.2), n (0.3, 0.6), below the model's as after
+      unlearning: statistic NLL(ref) - NLL(model), minus the rise: m1 -0.411, m2 -0.669;
+      n1 -0.346, n2 -0.508. The members rose more, so they rank as members in 3 of the 4 pairs
+      (not m1 vs n2): AUC 0.75 > 0.5, read like every other attack's (NLL(model) - NLL(ref)
+      would read 0.25).
     """
     members = [Document("m1", "abaa", "member"), Document("m2", "abbaba", "member")]
     nonmembers = [Document("n1", "aaab", "nonmember"), Document("n2", "bbab", "nonmember")]
@@ -140,12 +143,13 @@ def test_every_attack_on_a_bigram_model_matches_the_hand_computation():
         expected = _auc([f(d.text) for d in members], [f(d.text) for d in nonmembers])
         assert result["attacks"][name]["auc"] == pytest.approx(expected), name
         assert result["attacks"][name]["score"] == pytest.approx(1 - 2 * abs(expected - 0.5)), name
-    # Reference: NLL(model) - NLL(ref) per document.
-    member_diff = [nll(d.text) - r for d, r in zip(members, ref[0])]
-    nonmember_diff = [nll(d.text) - r for d, r in zip(nonmembers, ref[1])]
+    # Reference: NLL(ref) - NLL(model) per document, minus the rise since the reference.
+    member_diff = [r - nll(d.text) for d, r in zip(members, ref[0])]
+    nonmember_diff = [r - nll(d.text) for d, r in zip(nonmembers, ref[1])]
     assert result["attacks"]["reference"]["auc"] == pytest.approx(_auc(member_diff, nonmember_diff))
     aucs = {name: result["attacks"][name]["auc"] for name in ATTACKS}
-    assert aucs["loss"] == 0.75 and aucs["min_k"] == aucs["min_k_plus_plus"] == 0.5 and aucs["reference"] == 0.25
+    assert aucs["loss"] == 0.75 and aucs["min_k"] == aucs["min_k_plus_plus"] == 0.5 and aucs["reference"] == 0.75
+    assert result["attacks"]["reference"]["score"] == pytest.approx(0.5)
 
 
 def test_reference_attack_is_left_out_without_reference_nll_and_checks_lengths():
