@@ -29,6 +29,7 @@ class GradDiff(Unlearner):
 
     paper = "SOUL: Unlocking the Power of Second-Order Optimization for LLM Unlearning (arXiv 2404.18239)"
     Options = GradDiffOptions
+    retain_weight = "gamma"
     supports_distributed = True  # both CE terms are answer_nll: normalised by the global token count
 
     def loss(self, model, batch):

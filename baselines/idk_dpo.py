@@ -47,6 +47,7 @@ class IdkDpo(Unlearner):
 
     paper = "TOFU: A Task of Fictitious Unlearning for LLMs (arXiv 2401.06121), IdkDPO with DPO (arXiv 2305.18290)"
     Options = IdkDpoOptions
+    retain_weight = "alpha"
     uses_reference = True
 
     def prepare(self, model, tokenizer, data) -> None:

@@ -30,6 +30,7 @@ class Npo(Unlearner):
 
     paper = "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning (arXiv 2404.05868)"
     Options = NpoOptions
+    retain_weight = "alpha"
     uses_reference = True
 
     def loss(self, model, batch):

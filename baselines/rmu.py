@@ -42,6 +42,7 @@ class Rmu(Unlearner):
 
     paper = "The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning (arXiv 2403.03218)"
     Options = RmuOptions
+    retain_weight = "alpha"
     uses_reference = True
 
     def prepare(self, model, tokenizer, data) -> None:

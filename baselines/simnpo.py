@@ -35,6 +35,7 @@ class SimNpo(Unlearner):
 
     paper = "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning (arXiv 2410.07163)"
     Options = SimNpoOptions
+    retain_weight = "alpha"
 
     def loss(self, model, batch):
         options = self.options

@@ -61,6 +61,7 @@ class Wagle(Unlearner):
 
     paper = "WAGLE: Strategic Weight Attribution for Effective and Modular Unlearning in LLMs (arXiv 2410.17509)"
     Options = WagleOptions
+    retain_weight = "gamma"
 
     def __init__(self, config):
         super().__init__(config)

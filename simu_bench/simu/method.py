@@ -92,6 +92,7 @@ class Simu(Unlearner):
 
     paper = "SIMU: Selective Influence Machine Unlearning (arXiv 2510.07822)"
     Options = SimuOptions
+    retain_weight = "gamma"
 
     @property
     def supports_distributed(self) -> bool:

@@ -64,6 +64,9 @@ class Unlearner:
             ``retain=None``); True (the default) makes the loop refuse a run without one.
         trains: False for a method that changes the model in ``prepare`` only (pruning): the
             loop then runs no optimizer step; ``parameters_to_train`` names what it changed.
+        retain_weight: the option (a field of ``Options``) that multiplies the loss's retain
+            term, e.g. ``"gamma"`` or ``"alpha"``; None when the loss has none. At 0 the loss is
+            its forget term alone (the contract tests train that to check the forget term's sign).
 
     ``name`` is the registry key the method runs under (``config.method``): one class may be
     registered under several names with different YAMLs (FO- and SO-GradDiff).
@@ -75,6 +78,7 @@ class Unlearner:
     supports_distributed: ClassVar[bool] = False
     uses_retain: ClassVar[bool] = True
     trains: ClassVar[bool] = True
+    retain_weight: ClassVar[str | None] = None
 
     def __init__(self, config: UnlearnConfig):
         self.config = config

@@ -85,6 +85,38 @@ def test_simnpo_delta_is_inside_the_temperature_as_in_the_authors_code():
     assert losses.simnpo(POLICY, FORGET, 4.5, LN2 / 2).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_simu_npo_loss_hand_worked():
+    """SIMU's class with loss: npo: forget_weight * NPO's forget term + gamma * NLL(retain).
+    beta 0.1: the NPO term is 20 ln(1 + 2^0.2) (as in test_npo_hand_worked); weighted 0.5, + 3 ln 2."""
+    unlearner = method("simu_npo", "options.beta=0.1", "options.forget_weight=0.5", "options.gamma=3")
+    expected = 0.5 * 20 * math.log(1 + 2**0.2) + 3 * LN2
+    assert unlearner.loss(POLICY, BATCH).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_simu_simnpo_loss_hand_worked():
+    """SIMU's class with loss: simnpo, delta = ln 2 / 2: the argument is 4.5 (ln 2 - ln 2 / 2) =
+    2.25 ln 2, the term (2/4.5) ln(1 + 2^-2.25); weighted 0.125, + gamma ln 2 with gamma 1."""
+    unlearner = method("simu_simnpo", "options.beta=4.5", f"options.delta={LN2 / 2}",
+                       "options.forget_weight=0.125", "options.gamma=1")
+    unlearner.reference = None
+    expected = 0.125 * (2 / 4.5) * math.log(1 + 2**-2.25) + LN2
+    assert unlearner.loss(POLICY, BATCH).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("variant, base, shared", [
+    ("simu_npo", "npo", ("beta",)),
+    ("simu_simnpo", "simnpo", ("beta", "delta", "forget_weight")),
+])
+def test_simu_over_npo_and_simnpo_keep_the_papers_loss_settings(variant, base, shared):
+    """Only the mask (and the optimizer block) differ from NPO / SimNPO: the retain weight is the
+    papers' alpha (1), not SIMU's tuned GradDiff gamma, and the forget-term settings are the same."""
+    for reference in (False, True):
+        simu = registry.load_config(variant, reference=reference).options
+        paper = registry.load_config(base, reference=reference).options
+        assert simu.gamma == paper.alpha == 1.0, (variant, reference)
+        assert all(getattr(simu, key) == getattr(paper, key) for key in shared), (variant, reference)
+
+
 def test_dpo_hand_worked():
     """Preferred "1": r_w = ln(1/2) - ln(3/4) = ln(2/3); rejected "0 0": r_l = 2 ln 2.
     beta (r_w - r_l) = 0.1 ln(1/6), so the loss is -20 ln sigmoid(0.1 ln(1/6)) = 20 ln(1 + 6^0.1)."""

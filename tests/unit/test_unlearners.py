@@ -7,6 +7,7 @@ within them only unmasked coordinates) and raises the forget NLL.
 """
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -79,6 +80,43 @@ def test_method_contract(memorised, method):
     assert all(p.requires_grad for p in model.parameters()), "requires_grad must be restored"
     assert forget_nll(model, tok, data) > nll_before, f"{method} did not raise the forget NLL"
     assert result.to_dict()["method"] == method
+
+
+TRAINING = [name for name in registry.names() if registry.get(name).trains]
+
+
+@pytest.mark.parametrize("method", TRAINING)
+def test_the_forget_term_alone_raises_the_forget_nll(memorised, method):
+    """With the retain weight the method declares (`Unlearner.retain_weight`) at 0, the loss no
+    longer reads the retain batch, and two steps of the forget term alone raise the forget NLL:
+    a flipped forget sign fails here even where the retain term would mask it in the full loss."""
+    tok, data, original = memorised
+    cls = registry.get(method)
+    zero = []
+    if cls.retain_weight is not None:
+        assert cls.retain_weight in {f.name for f in dataclasses.fields(cls.Options)}, cls.retain_weight
+        zero = [f"options.{cls.retain_weight}=0"]
+    else:
+        assert not cls.uses_retain, f"{method} reads a retain set but declares no retain_weight"
+    unlearner = registry.create(method, TWO_STEPS + zero)
+    model = copy.deepcopy(original)
+    unlearner.reference = copy.deepcopy(original)
+    unlearner.prepare(model, tok, data)
+    forget = pairing.collate(tok, data.forget[:2], 64)
+    batches = [pairing.PairedBatch(forget, pairing.collate(tok, rows, 64), data.forget[:2], rows)
+               for rows in (data.retain[:2], data.retain[2:])]
+    if cls.retain_weight is not None:
+        with torch.no_grad():
+            first, second = (unlearner.loss(model, batch).item() for batch in batches)
+        assert first == pytest.approx(second, rel=1e-6), f"options.{cls.retain_weight}=0 left a retain term"
+    model = copy.deepcopy(original)
+    nll_before = forget_nll(model, tok, data)
+    # A small step, so that the first-order direction decides (large sign steps from a memorised
+    # minimum raise the NLL whatever their direction).
+    small = ["optimizer.lr=1e-4"]
+    result = loop.run(registry.create(method, TWO_STEPS + zero + small), model, tok, data, seed=0, progress=False)
+    assert result.status == "ok", result.message
+    assert forget_nll(model, tok, data) > nll_before, f"{method}'s forget term did not raise the forget NLL"
 
 
 def test_unknown_method_lists_the_available_ones():
