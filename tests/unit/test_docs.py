@@ -78,6 +78,11 @@ def broken_links(page: Path) -> list[str]:
     return broken
 
 
+def test_the_readme_is_short():
+    """A newcomer reads it in five minutes; what does not fit goes into docs/."""
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 150
+
+
 def test_the_readme_indexes_every_page_of_docs():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert not [page.name for page in (ROOT / "docs").glob("*.md") if f"(docs/{page.name})" not in readme]
