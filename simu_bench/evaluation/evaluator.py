@@ -27,6 +27,7 @@ from pathlib import Path
 from simu_bench.data.lume import SPLITS, WORLD_FACTS, LumeData
 from simu_bench.errors import UserError, did_you_mean
 from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS, scoring
+from simu_bench.evaluation.decoding import decidable_answers, hf_lm
 from simu_bench.files import write_jsonl
 
 # lm-eval metrics tried, in order, as an external utility task's headline number.
@@ -78,7 +79,7 @@ class EvalResult:
 def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS,
              utility_tasks: list[str] | None = None, limit: int | None = None,
              mia_batch_size: int | None = None, reference_nll: tuple[list, list] | None = None,
-             verbose: bool = False, backend=None) -> EvalResult:
+             verbose: bool = False, backend=None, early_stop: bool = False) -> EvalResult:
     """Evaluate `model` on `data` exactly as LUME's official scorer does, batched.
 
     Args:
@@ -99,6 +100,10 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, 
         verbose: show lm-eval's logs and progress bars.
         backend: a `simu_bench.evaluation.backends.Backend` (None: HF `generate`); with vLLM the
             result's `generation` records the backend and its parity with HF on the first rows.
+        early_stop: question rows stop decoding once their exact-match score is decided
+            (`simu_bench.evaluation.decoding`): the same scores, shorter stored text for rows
+            decided wrong. For evaluations whose text is not kept (trajectory points, tuning
+            trials) and `--fast-decode`; HF backend only.
 
     The caller's random state (python, numpy, torch) and `model.training` are left as found.
     """
@@ -112,7 +117,7 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, 
     try:
         with _quiet(not verbose):
             samples, utility, generation = _generate(
-                model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit, backend
+                model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit, backend, early_stop
             )
         mia = None
         if data.member and data.nonmember:
@@ -146,14 +151,15 @@ def evaluate(model, tokenizer, data: LumeData, *, batch_size: int = BATCH_SIZE, 
     )
 
 
-def _generate(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit, backend):
+def _generate(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit, backend, early_stop=False):
     """(samples, utility, generation record): HF, or vLLM checked against HF on the first rows.
 
     ``backend`` is a `backends.Backend` (None: HF). The record is None for HF, else
     ``{"backend", "parity_rows", "parity"}``; see `simu_bench.evaluation.backends`.
     """
     if backend is None or backend.name == "hf":
-        return (*_generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit), None)
+        return (*_generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit,
+                                     early_stop=early_stop), None)
     from simu_bench.evaluation import backends
 
     samples, utility = _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit,
@@ -171,11 +177,12 @@ def _generate(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks,
     return samples, utility, record
 
 
-def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit, vllm=False):
+def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, utility_tasks, limit, vllm=False,
+                        early_stop=False):
     """Run the task pack through lm-eval; return (scored samples, utility dict or None).
 
     ``vllm``: the task pack's generations come from vLLM (`backends.vllm_lm`); utility tasks
-    named in ``utility_tasks`` still run on HF.
+    named in ``utility_tasks`` still run on HF. ``early_stop``: see `evaluate`.
     """
     from simu_bench import tasks as task_pack
 
@@ -193,14 +200,16 @@ def _generate_and_score(model, tokenizer, data, batch_size, max_new_tokens, util
         lm = backends.vllm_lm(model, tokenizer, max_new_tokens, max_length=longest + max_new_tokens)
         generation_kwargs.update(backends.VLLM_GENERATION)
     else:
-        lm = _make_lm(model, tokenizer, batch_size, max_new_tokens, max_length=longest + max_new_tokens)
+        answers = decidable_answers(rows) if early_stop else None
+        lm = hf_lm(model, tokenizer, batch_size, max_new_tokens, max_length=longest + max_new_tokens,
+                      answers=answers)
     with tempfile.TemporaryDirectory(prefix="simu-bench-eval-") as tmp:
         # The task pack reads rows from a directory; write exactly this LumeData there.
         _write_data(Path(tmp), data)
         utility = None
         if utility_tasks:  # first, so that a wrong task name fails before the long generation
             # the model's own context window here: these tasks are not LUME's
-            external = _make_lm(model, tokenizer, batch_size, max_new_tokens, max_length=None)
+            external = hf_lm(model, tokenizer, batch_size, max_new_tokens, max_length=None)
             utility = _external_utility(external, list(utility_tasks), tmp, limit, max_new_tokens)
         out = _run_tasks(lm, names, tmp, limit, generation_kwargs)
     samples = []
@@ -311,22 +320,6 @@ def _external_utility(lm, utility_tasks, data_dir, limit, max_new_tokens) -> dic
             )
         values.append(float(metrics[key]))
     return {"name": "+".join(utility_label(spec) for spec in utility_tasks), "value": sum(values) / len(values)}
-
-
-def _make_lm(model, tokenizer, batch_size, max_new_tokens, max_length):
-    from lm_eval.models.huggingface import HFLM
-
-    class OfficialDecodeHFLM(HFLM):
-        """HFLM that decodes new tokens with the official scorer's arguments."""
-
-        def tok_decode(self, tokens, skip_special_tokens: bool = True):
-            return self.tokenizer.decode(
-                tokens, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=True
-            )
-
-    return OfficialDecodeHFLM(
-        pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, max_gen_toks=max_new_tokens
-    )
 
 
 def _write_data(root: Path, data: LumeData) -> None:

@@ -46,6 +46,9 @@ class Plan:
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (not part of a run's identity)
     backend: str = "hf"  # generation: hf | vllm (`simu_bench.evaluation.backends`)
     strict: bool = False  # vllm: fall back to hf when the parity rows differ
+    # question rows stop decoding once their score is decided (`evaluation.decoding`): same scores,
+    # shorter stored text; tuning trials always, final evaluations when asked
+    fast_decode: bool = False
     relearn: int | None = None  # relearning attack of STEPS steps after each run (`evaluation.relearn`); None: off
     relearn_fraction: float = 0.25  # of the forget documents the attack fine-tunes on
     command: str = ""
@@ -254,6 +257,8 @@ def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, un
         config["trajectory"] = {"eval_every": plan.eval_every, "eval_rows": plan.eval_rows}
     if plan.backend != "hf":  # only when asked: run stores generated with hf keep their hashes
         config["evaluation"]["backend"] = {"name": plan.backend, "strict": plan.strict}
+    if plan.fast_decode:  # the same: a store made with the official decode keeps its hashes
+        config["evaluation"]["fast_decode"] = True
     if plan.relearn and method != REFERENCE:  # the same: only when asked
         from simu_bench.evaluation import relearn
 

@@ -73,16 +73,18 @@ def run_log(run: Run):
         handler.close()
 
 
-def evaluate_model(model, tokenizer, data, plan: Plan, utility_tasks: bool = True, reference_nll=None):
+def evaluate_model(model, tokenizer, data, plan: Plan, utility_tasks: bool = True, reference_nll=None,
+                   early_stop: bool = False):
     """`evaluate` with the plan's settings; `utility_tasks=False` leaves `--utility-tasks` out;
-    `reference_nll` (the target's document NLLs) adds the `reference` MIA attack."""
+    `reference_nll` (the target's document NLLs) adds the `reference` MIA attack; question rows
+    stop once decided with `early_stop` (evaluations whose text is not kept) or `plan.fast_decode`."""
     from simu_bench.evaluation.evaluator import evaluate
 
     utility = list(plan.utility_tasks) if plan.utility_tasks and utility_tasks else None
     from simu_bench.evaluation.backends import Backend
 
     return evaluate(model, tokenizer, data, batch_size=plan.eval_batch_size, max_new_tokens=plan.max_new_tokens,
-                    backend=Backend(plan.backend, plan.strict),
+                    backend=Backend(plan.backend, plan.strict), early_stop=early_stop or plan.fast_decode,
                     utility_tasks=utility, reference_nll=reference_nll)
 
 
@@ -117,14 +119,16 @@ def summary_line(run: Run, metrics: dict, timings: dict) -> str:
 
 
 def trajectory_for(plan: Plan, data):
-    """The `--eval-every` callback for one run, or None without the flag."""
+    """The `--eval-every` callback for one run, or None without the flag. Its points keep no
+    generated text, so question rows stop decoding once their score is decided."""
     if not plan.eval_every:
         return None
     if plan.eval_rows:  # a seeded subset of forget and retain rows; --utility-tasks left out
         rows = subset(data, plan.eval_rows)
         return Trajectory(plan.eval_every, lambda model, tokenizer: evaluate_model(
-            model, tokenizer, rows, plan, utility_tasks=False).to_dict(), plan.eval_rows)
-    return Trajectory(plan.eval_every, lambda model, tokenizer: evaluate_model(model, tokenizer, data, plan).to_dict())
+            model, tokenizer, rows, plan, utility_tasks=False, early_stop=True).to_dict(), plan.eval_rows)
+    return Trajectory(plan.eval_every, lambda model, tokenizer: evaluate_model(
+        model, tokenizer, data, plan, early_stop=True).to_dict())
 
 
 def _first_line(error: BaseException) -> str:

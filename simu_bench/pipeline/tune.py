@@ -180,6 +180,8 @@ def tune_method(tp: TunePlan, method: str, raw: dict, space: dict, resolved, dat
     from simu_bench.unlearning.registry import load_config
 
     study, trials = new_study(tp.sampler_seed), []
+    # a trial is judged by its scores, which early-decided decoding leaves unchanged
+    plan = dataclasses.replace(tp.run, fast_decode=True)
     for k in range(tp.trials):
         trial, params = ask(study, space)
         folder = tp.run.out / method / f"trial{k}"
@@ -192,7 +194,7 @@ def tune_method(tp: TunePlan, method: str, raw: dict, space: dict, resolved, dat
             trial_raw = set_path(trial_raw, key, value)
         config = load_config(trial_raw)
         runs = [Run(folder / f"seed{seed}", method, seed) for seed in tp.run.seeds]
-        configs = {(method, run.seed): run_config(tp.run, resolved, method, run.seed, config) for run in runs}
+        configs = {(method, run.seed): run_config(plan, resolved, method, run.seed, config) for run in runs}
         for run in runs:
             run.check_config(configs[(method, run.seed)])
         atomic_write_json(stored, {"method": method, "trial": k, "params": params, "sampler_seed": tp.sampler_seed})
@@ -203,7 +205,7 @@ def tune_method(tp: TunePlan, method: str, raw: dict, space: dict, resolved, dat
                 say(f"{method} trial {k} seed {run.seed}: already done ({run.status()['status']}), skipped")
             else:
                 say(f"{method} trial {k} ({k + 1} of {tp.trials}) seed {run.seed}: {shown}")
-                execute(tp.run, trial_resolved, run, data, env, say)
+                execute(plan, trial_resolved, run, data, env, say)
                 free_memory()
         values = outcome(runs)
         value, feasible = score(values, tp.rule, tp.forget_level)

@@ -163,6 +163,9 @@ def test_tune_writes_trials_reports_and_tuned_configs_with_the_winners_values(tu
         result = report["methods"][method]
         assert [t["trial"] for t in result["trials"]] == [0, 1]
         assert (out / "trials" / method / "trial1" / "seed100" / "status.json").exists()
+        # trials are judged by scores only: decoded with early stopping, and recorded so
+        stored = json.loads((out / "trials" / method / "trial1" / "seed100" / "config.json").read_text())
+        assert stored["config"]["evaluation"]["fast_decode"] is True
         winner = result["trials"][result["winner"]]
         assert winner["final"] == max(t["final"] for t in result["trials"])
         path = out / "tuned" / f"{method}.yaml"
