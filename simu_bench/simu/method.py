@@ -28,6 +28,10 @@ Variants, each registered under its own name with its own YAML (the class is the
 - ``weighting: soft`` (`simu_soft`, the paper's "soft or weighted masking" future work): M[l, j]
   is the selected unit's normalised forget attribution, dual units times ``dual_factor``
   (`simu_bench.simu.masks.soft_weights`), so each unit's update is scaled rather than gated.
+- ``parts: attention | units`` (`attention_only`, `simu_mlp_only`): the controls that isolate
+  the mask. `attention_only` trains SIMU's attention projections and no MLP unit (it computes no
+  mask); `simu_mlp_only` trains SIMU's selected units with attention frozen. With
+  ``strategy: forget_only`` (`simu_forget_only`) the selection is C_f minus C_r.
 A mask loaded from ``mask_path`` is used as saved (its selection is not redrawn).
 """
 
@@ -40,7 +44,8 @@ from pathlib import Path
 import torch
 
 from simu_bench.errors import UserError
-from simu_bench.simu import attribution
+from simu_bench.files import atomic_write_json
+from simu_bench.simu import attribution, diagnostics
 from simu_bench.simu.masks import (
     MODES,
     SELECTIONS,
@@ -57,6 +62,7 @@ from simu_bench.unlearning.unlearner import Unlearner
 
 LOSSES = ("graddiff", "npo", "simnpo")
 WEIGHTINGS = ("hard", "soft")
+PARTS = ("both", "attention", "units")  # what trains: attention and the selected units, or one of them
 
 
 @dataclass
@@ -85,6 +91,10 @@ class SimuOptions:
     mask_seed: int | None = setting(None, ge=0, doc="random selection: its seed; null: the run's seed")
     weighting: str = setting("hard", choices=WEIGHTINGS, doc="hard (0/1) | soft (normalised attribution)")
     dual_factor: float = setting(0.5, ge=0.0, le=1.0, doc="soft weighting: factor on dual units")
+    diagnostics: bool = setting(True, doc="write mask.json: counts, stability over forget halves, causal check")
+    parts: str = setting(
+        "both", choices=PARTS, doc="what trains: both (attention and the selected units) | attention | units"
+    )
 
 
 class Simu(Unlearner):
@@ -120,6 +130,8 @@ class Simu(Unlearner):
         self.uses_reference = self.options.loss == "npo"  # NPO compares with the frozen model
         self.mask: CriticalMask | None = None
         self.attribution_seconds = 0.0
+        self.diagnostics: dict | None = None  # mask.json, from `prepare` (the model before unlearning)
+        self._trained_weights = (0, 0)  # (the selected units' down-projection weights, all trained weights)
         self._projections: list[attribution.DownProjection] = []
         self._unit_masks: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
 
@@ -128,19 +140,14 @@ class Simu(Unlearner):
     def prepare(self, model, tokenizer, data) -> None:
         self._projections = attribution.down_projections(model)
         started = time.perf_counter()
+        if self.options.parts == "attention":  # trains no unit: a mask would go unused
+            return
         if self.options.mask_path:
             self.mask = CriticalMask.load(self.options.mask_path)
             self._check_loaded(model)
         else:
-            kwargs = dict(
-                m=self.options.m,
-                batch_size=self.options.attribution_batch_size,
-                copies_per_pass=self.options.copies_per_pass,
-                max_length=self.config.train.max_length,
-                positions=self.options.positions,
-            )
-            forget = attribution.attribute(model, tokenizer, data.forget, **kwargs)
-            retain = attribution.attribute(model, tokenizer, data.retain, **kwargs)
+            forget = attribution.attribute(model, tokenizer, data.forget, **self._attribution_kwargs())
+            retain = attribution.attribute(model, tokenizer, data.retain, **self._attribution_kwargs())
             self.mask = build_mask(
                 forget,
                 retain,
@@ -158,6 +165,31 @@ class Simu(Unlearner):
             raise UserError(f"options.mask_path {self.options.mask_path}: the mask has no forget scores, which "
                             f"weighting: soft needs; use a mask saved by a SIMU run, or weighting: hard")
         self.attribution_seconds = time.perf_counter() - started
+        if self.options.diagnostics:
+            self._diagnose(model, tokenizer, data)
+
+    def _attribution_kwargs(self) -> dict:
+        return dict(
+            m=self.options.m,
+            batch_size=self.options.attribution_batch_size,
+            copies_per_pass=self.options.copies_per_pass,
+            max_length=self.config.train.max_length,
+            positions=self.options.positions,
+        )
+
+    def _diagnose(self, model, tokenizer, data) -> None:
+        """The mask's counts, stability and causal check (`simu_bench.simu.diagnostics`), before training."""
+        started = time.perf_counter()
+        if self.options.mask_path:  # a loaded mask repeats a run without attribution: its own run measured it
+            stable = {"jaccard": None, "per_layer": [], "reason": f"loaded from {self.options.mask_path}"}
+        else:
+            stable = diagnostics.stability(model, tokenizer, data, self.mask, self.mask.scores["retain"],
+                                           **self._attribution_kwargs())
+        causal = diagnostics.causal_check(model, tokenizer, data, self.mask.selected,
+                                          batch_size=self.options.attribution_batch_size,
+                                          max_length=self.config.train.max_length)
+        self.diagnostics = {"counts": diagnostics.counts(self.mask), "stability": stable, "causal_check": causal,
+                            "seconds": round(time.perf_counter() - started, 3)}
 
     def _check_loaded(self, model) -> None:
         expected = (len(self._projections), self._projections[0].units)
@@ -170,10 +202,19 @@ class Simu(Unlearner):
             )
 
     def save_artifacts(self, run_dir) -> list:
-        """The run's critical-neuron mask, `mask.safetensors` (reusable as options.mask_path)."""
+        """The run's critical-neuron mask, `mask.safetensors` (reusable as options.mask_path), and its
+        diagnostics, `mask.json`."""
         if self.mask is None:
             return []
-        return [self.mask.save(Path(run_dir) / "mask.safetensors")]
+        written = [self.mask.save(Path(run_dir) / "mask.safetensors")]
+        if self.diagnostics is not None:
+            selected, trained = self._trained_weights
+            record = {"method": self.name, "selection": self.mask.selection, "strategy": self.mask.strategy,
+                      "parts": self.options.parts, "trained_weights": trained, "mask_weights": selected,
+                      "mask_share_of_trained": diagnostics.coverage(selected, trained), **self.diagnostics}
+            atomic_write_json(Path(run_dir) / "mask.json", record)
+            written.append(Path(run_dir) / "mask.json")
+        return written
 
     # -- step 2: masked second-order GradDiff -------------------------------------------------
 
@@ -183,22 +224,38 @@ class Simu(Unlearner):
         attention_name = attribution.ATTENTION[family]
         chosen = []
         self._unit_masks = []
-        hard = self.options.weighting == "hard"
-        weights = self.mask.selected if hard else soft_weights(self.mask, self.options.dual_factor)
+        parts = self.options.parts
+        weights = self._unit_weights()
+        in_mask = 0  # trained down-projection weights: d_model per selected unit
         for index, layer in enumerate(model.get_submodule(layers_path)):
             attention = layer.get_submodule(attention_name)
-            for module in attention.modules():  # projections only: OLMo-2's q/k norms stay frozen
+            for module in attention.modules() if parts != "units" else ():  # OLMo-2's q/k norms stay frozen
                 if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
                     chosen.extend(module.parameters(recurse=False))
             projection = self._projections[index]
             units = weights[index].to(projection.weight.device)  # (d_ff,): bool, or float in [0, 1] when soft
-            if units.any():
+            if parts != "attention" and units.any():
                 # (1, d_ff) selects columns of a Linear (d_model, d_ff); (d_ff, 1) rows of a Conv1D.
                 shape = (1, -1) if projection.unit_dim == 1 else (-1, 1)
                 chosen.append(projection.weight)
+                in_mask += int((units != 0).sum()) * (projection.weight.numel() // projection.units)
                 self._unit_masks.append((projection.weight, units.view(shape)))
+        if not chosen:
+            raise UserError(f"{self.name}: the mask selects no MLP unit in any layer and options.parts is "
+                            f"{parts!r}, so nothing would train; lower options.t or set options.parts=both")
+        masked = {id(weight) for weight, _ in self._unit_masks}
+        self._trained_weights = (in_mask, in_mask + sum(p.numel() for p in chosen if id(p) not in masked))
         names = {id(p): n for n, p in model.named_parameters()}
         return [(names[id(p)], p) for p in chosen]
+
+    def _unit_weights(self) -> torch.Tensor:
+        """(layers, d_ff): 1 where a unit's down-projection weights train (soft: its share); none when
+        only attention trains."""
+        if self.mask is None:
+            return torch.zeros(len(self._projections), self._projections[0].units, dtype=torch.bool)
+        if self.options.weighting == "hard":
+            return self.mask.selected
+        return soft_weights(self.mask, self.options.dual_factor)
 
     def loss(self, model, batch):
         options = self.options
@@ -244,4 +301,5 @@ class Simu(Unlearner):
             },
             "loss": self.options.loss,
             "attribution_seconds": round(self.attribution_seconds, 3),
+            "diagnostics_seconds": self.diagnostics["seconds"] if self.diagnostics else None,
         }

@@ -39,6 +39,10 @@ METHODS: dict[str, tuple[str, str]] = {
     "simu_soft": ("simu_bench.simu.method:Simu", "simu_bench.simu:simu_soft.yaml"),
     "simu_npo": ("simu_bench.simu.method:Simu", "simu_bench.simu:simu_npo.yaml"),
     "simu_simnpo": ("simu_bench.simu.method:Simu", "simu_bench.simu:simu_simnpo.yaml"),
+    # The controls that isolate the mask: what trains (attention alone, units alone), or C_f - C_r.
+    "attention_only": ("simu_bench.simu.method:Simu", "simu_bench.simu:attention_only.yaml"),
+    "simu_mlp_only": ("simu_bench.simu.method:Simu", "simu_bench.simu:simu_mlp_only.yaml"),
+    "simu_forget_only": ("simu_bench.simu.method:Simu", "simu_bench.simu:simu_forget_only.yaml"),
 }
 ENTRY_POINT_GROUP = "simu_bench.methods"
 

@@ -1,11 +1,13 @@
 """The localized methods: WAGLE's weight mask, Selective Pruning, and SIMU's random and soft masks."""
 
+import json
 import math
 
 import pytest
 import torch
 
 from simu_bench.data import pairing
+from simu_bench.errors import UserError
 from simu_bench.simu.masks import CriticalMask, soft_weights
 from simu_bench.unlearning import loop, losses, registry
 
@@ -44,10 +46,11 @@ def test_random_mask_keeps_simu_counts_per_layer_and_saves_simu_format(tokenizer
     assert torch.equal(control.mask.forget_critical, simu.mask.forget_critical)  # comparable unit by unit
     assert torch.equal(control.mask.selected, again.mask.selected)
     assert not torch.equal(control.mask.selected, other.mask.selected)
-    (path,) = control.save_artifacts(tmp_path)
+    path, diagnosed = control.save_artifacts(tmp_path)
     loaded = CriticalMask.load(path)
     assert loaded.selection == "random" and torch.equal(loaded.selected, control.mask.selected)
     assert result.summary["mask"]["selection"] == "random"
+    assert diagnosed.name == "mask.json" and json.loads(diagnosed.read_text())["selection"] == "random"
 
 
 def test_random_mask_draws_from_the_run_seed_when_unseeded(tokenizer, data):
@@ -106,6 +109,9 @@ def test_simu_over_other_losses_keeps_simu_mask(tokenizer, data, method):
 @pytest.mark.parametrize("variant, own", [
     ("random_mask", {"selection": "attribution", "mask_seed": None}),
     ("simu_soft", {"weighting": "hard", "dual_factor": 0.5}),
+    ("attention_only", {"parts": "both"}),
+    ("simu_mlp_only", {"parts": "both"}),
+    ("simu_forget_only", {"strategy": "dual"}),
 ])
 def test_the_simu_variants_differ_from_simu_only_in_their_own_option(variant, own):
     """The control and the soft mask run with simu.yaml's settings, so that only the units (or their
@@ -116,6 +122,53 @@ def test_the_simu_variants_differ_from_simu_only_in_their_own_option(variant, ow
         other["method"] = "simu"
         other["options"].update(own)
         assert other == simu, (variant, reference)
+
+
+def changed(model, before):
+    return {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+
+
+def run_from(method, tokenizer, data):
+    model = tiny_model(tokenizer)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    unlearner = registry.create(method, TWO_STEPS)
+    result = loop.run(unlearner, model, tokenizer, data, seed=0, progress=False)
+    assert result.status == "ok", result.message
+    return unlearner, model, before
+
+
+def test_attention_only_trains_attention_and_no_down_projection_column(tokenizer, data):
+    unlearner, model, before = run_from("attention_only", tokenizer, data)
+    moved = changed(model, before)
+    attention = {n for n in before if ".self_attn." in n and n.endswith("_proj.weight")}
+    assert unlearner.mask is None and moved == attention
+
+
+def test_simu_mlp_only_trains_simu_columns_and_no_attention_weight(tokenizer, data):
+    simu, _, _ = run("simu", tokenizer, data)
+    unlearner, model, before = run_from("simu_mlp_only", tokenizer, data)
+    assert torch.equal(unlearner.mask.selected, simu.mask.selected)
+    assert changed(model, before) == {f"model.layers.{layer}.mlp.down_proj.weight"
+                                      for layer, row in enumerate(simu.mask.selected) if row.any()}
+    for layer, row in enumerate(simu.mask.selected):
+        down, old = model.model.layers[layer].mlp.down_proj.weight, before[f"model.layers.{layer}.mlp.down_proj.weight"]
+        assert torch.equal(down[:, ~row], old[:, ~row]) and not torch.equal(down[:, row], old[:, row])
+
+
+def test_simu_forget_only_selects_forget_critical_minus_retain_critical(tokenizer, data):
+    unlearner, _, _ = run("simu_forget_only", tokenizer, data)
+    mask = unlearner.mask
+    assert mask.dual.any(), "the tiny data must have dual units for this test to tell the strategies apart"
+    assert torch.equal(mask.selected, mask.forget_critical & ~mask.retain_critical)
+
+
+def test_simu_mlp_only_refuses_a_mask_without_units(tokenizer, data):
+    unlearner = registry.create("simu_mlp_only", TWO_STEPS)
+    model = tiny_model(tokenizer)
+    unlearner.prepare(model, tokenizer, data)
+    unlearner.mask.selected[:] = False
+    with pytest.raises(UserError, match="selects no MLP unit"):
+        unlearner.parameters_to_train(model)
 
 
 def test_wagle_trains_with_simu_settings():

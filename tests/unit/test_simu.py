@@ -106,7 +106,7 @@ def test_a_saved_mask_repeats_the_run_without_attribution(tokenizer, tmp_path, m
     first = tiny_model(tokenizer)
     second = copy.deepcopy(first)
     unlearner, _, _ = unlearn(first, tokenizer, ["options.strategy=forget_only"])
-    (path,) = unlearner.save_artifacts(tmp_path)
+    path, _ = unlearner.save_artifacts(tmp_path)
     assert path == tmp_path / "mask.safetensors"
 
     def no_attribution(*args, **kwargs):
