@@ -28,6 +28,7 @@ from pathlib import Path
 
 from simu_bench.data.lume import KINDS, SPLITS, TASKS
 from simu_bench.files import read_json
+from simu_bench.leaderboard import mask_section
 from simu_bench.leaderboard.floor import UtilityFloor, judge
 from simu_bench.leaderboard.paired import Comparison, compare, matched_summary, sections
 from simu_bench.store.runs import REFERENCE, RELEARN_FILE, StoredRun, load_runs
@@ -364,6 +365,7 @@ def to_dict(board: Board) -> dict:
         "ranks": board.comparison.ranks if board.comparison else {},
         "paired": board.comparison.paired if board.comparison else [],
         "matched": matched_summary(board.comparison) if board.comparison else {},
+        "masks": mask_section.summary(board.rows),
     }
 
 
@@ -388,6 +390,7 @@ def render(board: Board, fmt: str, commands: list[str] | None = None) -> str:
     main_headers, main, comp_headers, comp = _tables(board, fmt)
     prose = _provenance(board, commands)
     extra = sections(board.comparison, [r.method for r in board.rows]) if board.comparison else []
+    extra += mask_section.sections(board.rows)
     if fmt == "md":
         between = []
         for title, explanation, headers, table in extra:

@@ -9,7 +9,9 @@ The second form measures on the embedded default benchmark (`simu_bench.target_m
 built once and cached) instead of the small `tiny_target` of the test suite. Budgets:
 - group "attribution": attribution of a set <= m x L forward + backward passes over the set;
 - group "step": a SIMU optimizer step <= an SO-GradDiff step (same micro-batches);
-- group "run": a whole SIMU run (attribution + unlearning) <= 1.3 x an SO-GradDiff run.
+- group "run": a whole SIMU run (attribution + unlearning) <= 1.3 x an SO-GradDiff run;
+- group "diagnostics": the mask diagnostics (stability over forget halves + causal check) <= 1.2 x
+  SIMU's attribution of the forget and the retain set.
 """
 
 from __future__ import annotations
@@ -114,3 +116,28 @@ def test_speed_whole_run(benchmark, method, bench_target, target_model):
 
     result = benchmark.pedantic(loop.run, setup=fresh, rounds=3 if benchmark.enabled else 1)
     assert result.status == "ok"
+
+
+def _attribute_both(model, tokenizer, data, unlearner):
+    from simu_bench.simu.attribution import attribute
+
+    kwargs = unlearner._attribution_kwargs()
+    return attribute(model, tokenizer, data.forget, **kwargs), attribute(model, tokenizer, data.retain, **kwargs)
+
+
+@pytest.mark.benchmark(group="diagnostics")
+def test_speed_simu_attribution_of_both_sets(benchmark, bench_target, target_model):
+    model, tokenizer = target_model
+    forget, retain = benchmark(_attribute_both, model, tokenizer, bench_target.data, registry.create("simu"))
+    assert forget.abs().sum() > 0 and retain.abs().sum() > 0
+
+
+@pytest.mark.benchmark(group="diagnostics")
+def test_speed_mask_diagnostics(benchmark, bench_target, target_model):
+    """Stability (attribution of two forget halves) and the causal check, on the default SIMU mask."""
+    model, tokenizer = target_model
+    unlearner = registry.create("simu", ["options.diagnostics=false"])
+    unlearner.prepare(model, tokenizer, bench_target.data)
+    unlearner.options.diagnostics = True
+    benchmark(unlearner._diagnose, model, tokenizer, bench_target.data)
+    assert unlearner.diagnostics["causal_check"]["random_draws"] == 10

@@ -61,7 +61,24 @@ def make_store(out: Path) -> Path:
         if status != "ok":
             record["error"] = "loss became nan at step 3" if status == "diverged" else "RuntimeError: out of memory"
         _write(folder / "status.json", record)
+        if method == "simu" and seed in MASKS:
+            _write(folder / "mask.json", MASKS[seed])
     return out
+
+
+def _mask(selected: int, share: float, stability: float, forget: float, random: float, retain: float) -> dict:
+    return {"counts": {"selected": selected, "forget_critical": selected, "retain_critical": 10,
+                       "forget_retain_jaccard": 0.5},
+            "mask_share_of_trained": share, "stability": {"jaccard": stability},
+            "causal_check": {"forget_nll_increase": forget, "random_forget_nll_increase": random,
+                             "retain_nll_increase": retain}}
+
+
+# simu's mask.json per seed; seed 2 diverged, so its mask stays out of the means. Seeds 0 and 1:
+# selected 12 and 14: mean 13, sd sqrt(2), half-width t(0.975, 1) * sqrt(2) / sqrt(2) = 12.706;
+# forget NLL rise 0.8 and 0.6: mean 0.7; random units 0.2 and 0.2: mean 0.2, half-width 0.
+MASKS = {0: _mask(12, 0.10, 0.6, 0.8, 0.2, 0.3), 1: _mask(14, 0.12, 0.4, 0.6, 0.2, 0.1),
+         2: _mask(99, 0.9, 0.0, 9.0, 9.0, 9.0)}
 
 
 def render_all(out: Path) -> dict[str, str]:
@@ -76,6 +93,15 @@ def test_the_leaderboard_of_a_fixed_store_is_unchanged(tmp_path):
     for fmt in FORMATS:
         golden = (FIXTURES / f"leaderboard_golden.{fmt}").read_text(encoding="utf-8")
         assert rendered[fmt] == golden, f"leaderboard.{fmt} changed; regenerate the golden only if intended"
+
+
+def test_the_mask_section_averages_the_finished_runs_masks(tmp_path):
+    masks = json.loads(render_all(make_store(tmp_path / "runs"))["json"])["masks"]
+    assert list(masks) == ["simu"]
+    selected, rise = masks["simu"]["counts/selected"], masks["simu"]["causal_check/forget_nll_increase"]
+    assert (selected["mean"], selected["n"]) == (13, 2) and abs(selected["ci95"] - 12.706) < 1e-3
+    assert abs(rise["mean"] - 0.7) < 1e-12
+    assert masks["simu"]["causal_check/random_forget_nll_increase"] == {"mean": 0.2, "ci95": 0.0, "n": 2}
 
 
 if __name__ == "__main__":  # regenerate the golden files
