@@ -1,6 +1,7 @@
 """`simu-bench prepare`: build (or reuse) the benchmark data and the memorised target model.
 
     simu-bench prepare                       # the embedded synthetic benchmark
+    simu-bench prepare --size small          # the same data, a wider target (sizes: target_model/sizes.py)
     simu-bench prepare --data ../shared/lume --docs-per-task 5
 
 The result is cached under `$SIMU_BENCH_CACHE` (default `~/.cache/simu-bench`); a second call
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from simu_bench.errors import UserError
 from simu_bench.target_model.build import DEFAULT_DOCS_PER_TASK
+from simu_bench.target_model.sizes import DEFAULT_SIZE, SIZES, check_memorised, describe, target_config
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,6 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=0, metavar="S", help="seed for the data and the training (default 0)"
     )
+    parser.add_argument("--size", default=None, metavar="NAME",
+                        help=f"target shape: {', '.join(SIZES)} (default {DEFAULT_SIZE}, the embedded target); "
+                        "refused when the target does not memorise its rows")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=main)
     return parser
@@ -49,11 +54,17 @@ def main(args: argparse.Namespace) -> int:
         )
     check_seed(args.seed)
     check_data_dir(args.data)
+    size = args.size or DEFAULT_SIZE
+    target = target_config(size)
     started = time.perf_counter()
-    prepared = prepare(args.data, seed=args.seed, progress=not args.quiet, docs_per_task=args.docs_per_task)
+    prepared = prepare(args.data, target=target, seed=args.seed, progress=not args.quiet,
+                       docs_per_task=args.docs_per_task)
     info = prepared.info
+    if args.size is not None:
+        check_memorised(size, info)
     print(f"data:    {prepared.data_dir}")
     print(f"target:  {prepared.target_dir}")
+    print(f"size:    {size}: {describe(size)}")
     print(
         f"model:   OlmoForCausalLM, {info.get('parameters', 0):,} parameters, vocabulary {info.get('vocab_size', 0):,}"
     )

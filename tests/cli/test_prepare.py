@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import simu_bench.target_model.build
 from simu_bench.cli import main
 from simu_bench.data.lume import load_lume
 from simu_bench.data.synthetic import SyntheticConfig
-from simu_bench.target_model.build import DEFAULT_DOCS_PER_TASK
+from simu_bench.target_model.build import DEFAULT_DOCS_PER_TASK, Prepared, TargetConfig
+from simu_bench.target_model.sizes import SIZES
 
 from conftest import MICRO_TARGET, TINY_DATA, TINY_TARGET
 
@@ -80,3 +82,57 @@ def test_prepare_warns_when_the_target_did_not_memorise(tiny_target, monkeypatch
     assert main(["prepare", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "50% of rows memorised" in captured.out and "has not memorised" in captured.err
+
+
+@pytest.fixture
+def recorded_prepare(tiny_target, monkeypatch):
+    """`prepare` that records the target shape it was asked for and returns the tiny target,
+    whose manifest can be replaced (`info`) to act out a build that did not memorise."""
+    calls, info = [], dict(tiny_target.info)
+
+    def fake(data=None, target=None, seed=0, cache=None, progress=True, *, docs_per_task=None):
+        calls.append(target)
+        return Prepared(tiny_target.data_dir, tiny_target.target_dir, tiny_target.data, info)
+
+    monkeypatch.setattr(simu_bench.target_model.build, "prepare", fake)
+    return calls, info
+
+
+def test_prepare_size_builds_that_shape_and_prints_it(recorded_prepare, capsys):
+    calls, _ = recorded_prepare
+    assert main(["prepare", "--size", "small", "--quiet"]) == 0
+    assert calls == [SIZES["small"]] and calls[0].hidden_size == 128 and calls[0].intermediate_size == 512
+    assert "size:    small: 6 layers, hidden 128, 4 heads of 32, 512 MLP units per layer" in capsys.readouterr().out
+    assert main(["prepare", "--quiet"]) == 0
+    assert calls[-1] == TargetConfig()  # no --size: the embedded target, unchanged
+
+
+def test_prepare_refuses_an_unknown_size_and_one_that_did_not_memorise(recorded_prepare, capsys):
+    _, info = recorded_prepare
+    assert main(["prepare", "--size", "smal"]) == 2
+    err = capsys.readouterr().err
+    assert "'smal' is not a target size (did you mean 'small'?)" in err and err.count("\n") == 1
+    info.update(memorised_rows=0.6, final_answer_loss=0.4321, epochs=80)
+    assert main(["prepare", "--size", "medium", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "60.0% memorised, final answer-token loss 0.432 after 80 epochs (expected >= 95%)" in err
+    assert err.count("\n") == 1
+
+
+def test_sizes_are_wider_at_the_same_depth_and_each_is_its_own_cache_entry(tmp_path, no_training):
+    """tiny is the default target; small and medium double and quadruple its width, heads of >= 32."""
+    tiny = SIZES["tiny"]
+    assert tiny == TargetConfig()
+    for name, factor in (("small", 2), ("medium", 4)):
+        size = SIZES[name]
+        assert size.hidden_size == factor * tiny.hidden_size
+        assert size.intermediate_size == factor * tiny.intermediate_size
+        assert size.num_layers == tiny.num_layers and size.hidden_size // size.num_heads >= 32
+    built = {name: simu_bench.target_model.build.prepare(TINY_DATA, SIZES[name], cache=tmp_path, progress=False)
+             for name in ("small", "medium")}
+    assert built["small"].target_dir != built["medium"].target_dir
+    for name, prepared in built.items():
+        config = json.loads((prepared.target_dir / "config.json").read_text())
+        shape = (config["hidden_size"], config["num_attention_heads"])
+        assert shape == (SIZES[name].hidden_size, SIZES[name].num_heads)
+        assert prepared.info["target"]["intermediate_size"] == SIZES[name].intermediate_size
