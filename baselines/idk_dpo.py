@@ -57,5 +57,8 @@ class IdkDpo(Unlearner):
         refusals = [replace(example, output=refusal_for(example)) for example in batch.forget_examples]
         device = batch.forget.input_ids.device
         preferred = pairing.collate(self.tokenizer, refusals, self.config.train.max_length).to(device)
-        forget = losses.dpo(model, self.reference, preferred, batch.forget, self.options.beta)
-        return forget + self.options.alpha * losses.answer_nll(model, batch.retain)
+        # one forward for the refusals, the forget answers and the retain rows
+        win, lose, retain = losses.joint_nll(model, preferred, batch.forget, batch.retain)
+        win_ratio = win.log_prob() - losses.reference_log_prob(self.reference, preferred)
+        lose_ratio = lose.log_prob() - losses.reference_log_prob(self.reference, batch.forget)
+        return losses.dpo_of(win_ratio, lose_ratio, self.options.beta) + self.options.alpha * retain.mean()

@@ -34,5 +34,6 @@ class Npo(Unlearner):
     uses_reference = True
 
     def loss(self, model, batch):
-        forget = losses.npo(model, self.reference, batch.forget, self.options.beta)
-        return forget + self.options.alpha * losses.answer_nll(model, batch.retain)
+        forget, retain = losses.joint_nll(model, batch.forget, batch.retain)  # one forward for both
+        reference = losses.reference_log_prob(self.reference, batch.forget)
+        return losses.npo_of(forget.log_prob(), reference, self.options.beta) + self.options.alpha * retain.mean()

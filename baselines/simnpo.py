@@ -39,5 +39,6 @@ class SimNpo(Unlearner):
 
     def loss(self, model, batch):
         options = self.options
-        forget = losses.simnpo(model, batch.forget, options.beta, options.delta)
-        return options.forget_weight * forget + options.alpha * losses.answer_nll(model, batch.retain)
+        forget, retain = losses.joint_nll(model, batch.forget, batch.retain)  # one forward for both
+        term = losses.simnpo_of(forget.per_example(), options.beta, options.delta)
+        return options.forget_weight * term + options.alpha * retain.mean()

@@ -261,11 +261,13 @@ class Simu(Unlearner):
         options = self.options
         if options.loss == "graddiff":
             return losses.graddiff(model, batch, options.gamma)
+        forget, retain = losses.joint_nll(model, batch.forget, batch.retain)  # one forward for both
         if options.loss == "npo":
-            forget = losses.npo(model, self.reference, batch.forget, options.beta)
+            term = losses.npo_of(forget.log_prob(), losses.reference_log_prob(self.reference, batch.forget),
+                                 options.beta)
         else:
-            forget = losses.simnpo(model, batch.forget, options.beta, options.delta)
-        return options.forget_weight * forget + options.gamma * losses.answer_nll(model, batch.retain)
+            term = losses.simnpo_of(forget.per_example(), options.beta, options.delta)
+        return options.forget_weight * term + options.gamma * retain.mean()
 
     def on_train_start(self, state) -> None:
         for weight, units in self._unit_masks:

@@ -129,3 +129,27 @@ def test_speed_optimizer_step(benchmark, tokenizer, name):
     assert all(0 < m < math.inf for m in moved)
     if name.startswith("sophiag"):
         assert max(moved) <= 1.5 * calls * LR
+
+
+@pytest.mark.parametrize("passes", ["separate", "joint"])
+def test_speed_graddiff_forward_backward(benchmark, tokenizer, batch, passes):
+    """GradDiff's forward and backward on one micro-batch: one forward per split (the loss as it
+    was computed before) against one padded forward over forget and retain together
+    (`losses.joint_nll`). The ratio of the group's means is the joint pass's saving per
+    micro-batch; both sides give the same loss to float rounding."""
+    model = tiny_model(tokenizer, **SIZE)
+    model.train()
+
+    def separate():
+        return -losses.answer_nll(model, batch.forget) + losses.answer_nll(model, batch.retain)
+
+    compute = separate if passes == "separate" else (lambda: losses.graddiff(model, batch, 1.0))
+
+    def step():
+        loss = compute()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        return loss.item()
+
+    benchmark.group = "graddiff forward + backward"
+    assert benchmark(step) == pytest.approx(separate().item(), abs=1e-5)
