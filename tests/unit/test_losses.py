@@ -69,8 +69,8 @@ def _separate_loss(unlearner, model, batch):
     """The same losses as the methods compute them, one forward per split (the code before the joint pass)."""
     from dataclasses import replace
 
-    from simu_bench.data import pairing
     from simu_bench.baselines.idk_dpo import refusal_for
+    from simu_bench.data import pairing
 
     options, name = unlearner.options, unlearner.name
     if name == "fo_graddiff":
