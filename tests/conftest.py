@@ -34,9 +34,9 @@ MICRO_TARGET = TargetConfig(vocab_size=300, hidden_size=32, num_layers=2, interm
 def one_seed_by_default(monkeypatch):
     """`run` without --seeds runs seed 0 in tests (the command's default is five seeds): the tests
     check what a run stores, and five seeds of every method would only make them slower."""
-    from simu_bench.commands import run
+    from simu_bench.pipeline import plan
 
-    monkeypatch.setattr(run, "DEFAULT_SEEDS", "0")
+    monkeypatch.setattr(plan, "DEFAULT_SEEDS", "0")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,57 +1,164 @@
-"""What `simu-bench run` will do: checked inputs, prepared data and target, each run's config.
+"""What a command was asked to do: `Plan` (run, tune, eval) and `TunePlan` (tune), typed.
 
-Every check here runs before anything is written into the output folder. A run's identity (what
-its config hash covers) is the method's resolved config, the seed, the evaluation settings and
-fingerprints of the data and the model, not their paths: moving the cache does not invalidate a
-run store. The device is recorded in the environment, not hashed.
+Each field with `flag(...)` metadata is a command-line flag (`simu_bench.pipeline.flags`): its
+spelling, help, checks and default are written once here, and `add_flags`, `plan_from_args` and
+the canonical command line stored with the results come from them. A flag has the same name and
+meaning in every command that has it.
 
-`--set KEY=VALUE` applies to every selected method; `--set METHOD.KEY=VALUE` only to METHOD.
+**Adding a flag** (two files: this one and the code that uses the value):
+
+1. Add a field to `Plan` (or `TunePlan` for tune alone) with a default that does what the
+   program did before, and ``metadata=flag("help line", commands=(...), metavar=..., check=...)``.
+   Give it ``identity="section.key"`` when it changes the results, so each run's hashed config
+   holds it; it is hashed only when it differs from its default, so existing run stores keep
+   their hashes. Checks that involve two flags go into `check_plan`.
+2. Read ``plan.your_field`` where it matters. Nothing else: the parser, the checks, the
+   command line written into run.json and the run identity follow from the field.
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
+import dataclasses
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from simu_bench.errors import UserError, did_you_mean
 from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
-from simu_bench.store.runs import REFERENCE, Run, check_writable
+from simu_bench.evaluation.relearn import DEFAULT_FRACTION, LR, check_fraction, check_steps
+from simu_bench.pipeline.flags import add_flags, command_words, flag, positive, values_from
 
 MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes 0 .. 2**32 - 1; python and torch take more
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+# Five seeds: what the three tuned methods finish in about seven minutes on two CPU cores
+# (17-52 s a run); paired comparisons need them (one seed gives no interval at all).
+DEFAULT_SEEDS = "0,1,2,3,4"
+RULES = ("final", "retain_at_forget")
+
+
+def resolve_methods(text: str, flag: str = "--methods") -> tuple[str, ...]:
+    """`all` or a comma-separated list of registered names, each checked against the registry."""
+    # Here, not at the top: the registry imports torch, and this module is on the path of `--help`.
+    from simu_bench.unlearning import registry
+
+    available = registry.names()
+    if text.strip() == "all":
+        return tuple(available)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UserError(
+            f"{flag} {text!r} names no method; expected 'all' or a comma-separated list of: {', '.join(available)}"
+        )
+    for name in names:
+        if name not in available:
+            raise UserError(f"{flag}: unknown method {name!r}{did_you_mean(name, available)}")
+    return tuple(dict.fromkeys(names))
+
+
+def parse_seeds(text: str, flag: str = "--seeds") -> tuple[int, ...]:
+    try:
+        seeds = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected comma-separated whole numbers, e.g. {flag} 0,1,2") from None
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise UserError(f"{flag} {text!r}: expected one or more non-negative whole numbers, e.g. {flag} 0,1,2")
+    for seed in seeds:
+        check_seed(seed, flag)
+    return seeds
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """A seed must fit every generator it seeds: numpy takes 0 .. 2**32 - 1."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{flag} {seed}: out of range; expected a whole number from 0 to {MAX_SEED:,} (2**32 - 1), "
+                        "the range numpy's generator accepts")
+
+
+def _tasks(text: str, name: str) -> tuple[str, ...] | None:
+    """The comma-separated lm-eval task names, parsed once."""
+    return tuple(task.strip() for task in text.split(",") if task.strip()) or None
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything `simu-bench run` was asked to do."""
+    """Everything `simu-bench run` (or a tune trial, or `eval`) was asked to do."""
 
-    methods: tuple[str, ...]
-    seeds: tuple[int, ...]
-    out: Path
-    data: Path | None = None
-    model: str | None = None
-    utility_tasks: tuple[str, ...] | None = None
-    overrides: tuple[str, ...] = ()
-    device: str = "cpu"
-    quiet: bool = False
-    eval_batch_size: int = BATCH_SIZE
-    max_new_tokens: int = MAX_NEW_TOKENS
-    threads: int | None = None  # torch CPU threads; None: 1 for the embedded target, else torch's default
-    config_dir: Path | None = None  # DIR/<method>.yaml instead of the shipped YAMLs (e.g. tune's DIR/tuned)
-    eval_every: int | None = None  # evaluate every K optimizer steps into trajectory.jsonl (`pipeline.trajectory`)
-    eval_rows: int | None = None  # intermediate points on N forget + N retain rows; None: all rows
-    dtype: str | None = None  # --dtype: train.dtype of every method (also in `overrides`) and the target's evaluation
-    eval_dtype: str | None = None  # --eval-dtype: evaluate in this dtype; None: the run's train.dtype
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass (not part of a run's identity)
-    backend: str = "hf"  # generation: hf | vllm (`simu_bench.evaluation.backends`)
-    strict: bool = False  # vllm: fall back to hf when the parity rows differ
+    methods: tuple[str, ...] = field(default=(), metadata=flag(
+        "methods to run (default: all registered)", commands=("run", "tune"), metavar="all|a,b,c", default="all",
+        parse=resolve_methods, always=True, per={"tune": {"help": "methods to tune (default: all registered)"}}))
+    seeds: tuple[int, ...] = field(default=(0,), metadata=flag(
+        f"seeds, comma-separated (default: {DEFAULT_SEEDS})", commands=("run",), metavar="0,1,2",
+        default=lambda: DEFAULT_SEEDS, parse=parse_seeds, always=True))
+    data: Path | None = field(default=None, metadata=flag(
+        "a LUME folder; without --model the embedded target is trained on a seeded subset of it (default: the "
+        "embedded synthetic data)", metavar="DIR",
+        per={"eval": {"help": "a LUME folder (default: the embedded benchmark's data)"}}))
+    model: str | None = field(default=None, metadata=flag(
+        "a causal LM folder or hub id (default: the embedded target)", metavar="NAME_OR_PATH",
+        per={"eval": {"required": True, "help": "a causal LM folder or hub id"}}))
+    utility_tasks: tuple[str, ...] | None = field(default=None, metadata=flag(
+        "lm-eval tasks measuring utility, e.g. mmlu (default: the world-facts set of the data folder)", metavar="a,b",
+        parse=_tasks, identity="evaluation.utility_tasks", identity_always=True))
+    out: Path | None = field(default=Path("runs"), metadata=flag(
+        "run store (default: runs/)", commands=("run", "eval"), metavar="DIR", always=True,
+        per={"eval": {"default": None, "help": "also write metrics.json, generations.jsonl, environment.json here"}}))
+    gradient_checkpointing: bool = field(default=False, metadata=flag(  # not part of a run's identity
+        "recompute activations in the backward pass: less memory, about a third more time, the same numbers",
+        commands=("run",)))
+    backend: str = field(default="hf", metadata=flag(  # hashed in `resolve.run_config` when not hf
+        'generation backend (default: hf); vllm needs pip install "simu-bench[vllm]" and checks its text against hf '
+        "on the first 32 rows (parity in metrics.json)", commands=("run", "eval"), choices=("hf", "vllm")))
+    strict: bool = field(default=False, metadata=flag(
+        "with --backend vllm: generate with hf instead when any parity row differs", commands=("run", "eval")))
+    config_dir: Path | None = field(default=None, metadata=flag(
+        "load each method's config from DIR/<method>.yaml instead of the shipped YAML (e.g. the tuned/ folder of "
+        "`simu-bench tune`)", commands=("run",), metavar="DIR"))
+    overrides: tuple[str, ...] = field(default=(), metadata=flag(
+        "override a method config key, e.g. optimizer.lr=1e-5 or simu.options.t=0.3 (repeatable)",
+        commands=("run", "tune"), name="--set", metavar="KEY=VALUE", repeat=True,
+        per={"tune": {"help": "override a key that is not searched, e.g. train.max_steps=10 (repeatable)"}}))
+    dtype: str | None = field(default=None, metadata=flag(  # also `train.dtype=D` in `overrides`
+        "train every method in this dtype (sets train.dtype; default: each config's, float32; SOUL used bfloat16) "
+        "and evaluate the target in it", commands=("run", "tune"), choices=DTYPES))
+    eval_dtype: str | None = field(default=None, metadata=flag(  # hashed as evaluation.dtype (`resolve`)
+        "evaluate in this dtype (default: the dtype the run trained in)", choices=DTYPES, renamed={"eval": "--dtype"},
+        per={"eval": {"help": "evaluate the model in this dtype (default: float32; auto: the checkpoint's; the "
+                              "official scorer used bfloat16)"}}))
+    device: str = field(default="cpu", metadata=flag("torch device (default: cpu)"))
+    threads: int | None = field(default=None, metadata=flag(  # None: 1 for the embedded target, else torch's
+        "torch CPU threads (default: 1 for the embedded target, whose small matrices run fastest on one thread; "
+        "otherwise torch's default)", commands=("run", "tune"), metavar="N", check=positive("number of threads", 1)))
+    max_new_tokens: int = field(default=MAX_NEW_TOKENS, metadata=flag(
+        f"generation limit per row (default: {MAX_NEW_TOKENS}, as LUME's official scorer; lower only for quick "
+        "checks)", metavar="N", check=positive("number of tokens", 256), identity="evaluation.max_new_tokens",
+        identity_always=True))
+    eval_batch_size: int = field(default=BATCH_SIZE, metadata=flag(
+        f"generation batch size (default: {BATCH_SIZE})", metavar="N", check=positive("number", 32),
+        identity="evaluation.batch_size", identity_always=True, renamed={"eval": "--batch-size"}))
+    eval_every: int | None = field(default=None, metadata=flag(  # hashed in `resolve.run_config` when given
+        "also evaluate every K optimizer steps and store trajectory.jsonl per run: step 0, K, 2K, ..., final "
+        "(default: off)", commands=("run",), metavar="K", check=positive("number of optimizer steps", 10)))
+    eval_rows: int | None = field(default=None, metadata=flag(
+        "with --eval-every: evaluate the points before the final one on a seeded subset of N forget and N retain "
+        "rows (default: all rows)", commands=("run",), metavar="N", check=positive("number of rows per split", 32)))
     # question rows stop decoding once their score is decided (`evaluation.decoding`): same scores,
     # shorter stored text; tuning trials always, final evaluations when asked
-    fast_decode: bool = False
-    relearn: int | None = None  # relearning attack of STEPS steps after each run (`evaluation.relearn`); None: off
-    relearn_fraction: float = 0.25  # of the forget documents the attack fine-tunes on
-    command: str = ""
+    fast_decode: bool = field(default=False, metadata=flag(
+        "stop each question row once its exact-match score is decided", commands=(),
+        identity="evaluation.fast_decode"))
+    relearn: int | None = field(default=None, metadata=flag(  # hashed in `resolve.run_config` when given
+        f"relearning attack: fine-tune each unlearned model STEPS AdamW steps (lr {LR:g}) on a seeded fraction of "
+        "the forget documents, then score the forget rows of the others again; writes relearn.json (default: off)",
+        commands=("run", "eval"), metavar="STEPS", check=check_steps))
+    relearn_fraction: float = field(default=DEFAULT_FRACTION, metadata=flag(
+        f"with --relearn: the fraction of forget documents to fine-tune on, in (0, 1) (default: {DEFAULT_FRACTION})",
+        commands=("run", "eval"), metavar="F"))
+    reference: str | None = field(default=None, metadata=flag(
+        "the model before unlearning (e.g. the target): adds the MIA suite's reference attack, each document's NLL "
+        "minus its NLL under this model (default: none)", commands=("eval",), metavar="NAME_OR_PATH"))
+    quiet: bool = field(default=False, metadata=flag(
+        "no progress bars, log lines only", per={"eval": {"help": "no progress bar when the embedded data is built"}}))
+    command: str = ""  # the canonical command line, written into the run store and the leaderboard
 
     def cpu_threads(self) -> int | None:
         """Threads to use. The embedded target (under a million parameters) runs fastest on one
@@ -59,6 +166,95 @@ class Plan:
         if self.threads is not None:
             return self.threads
         return 1 if self.model is None and self.device == "cpu" else None
+
+
+def _trials(value: int, name: str) -> None:
+    if value < 1:
+        raise UserError(f"{name} {value}: expected a budget of at least 1 trial per method, e.g. {name} 12")
+
+
+def _level(value: float, name: str) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"{name} {value}: expected a score between 0 and 1, e.g. 0.2")
+
+
+@dataclass(frozen=True)
+class TunePlan:
+    """What `simu-bench tune` was asked to do; `run` carries data, model, overrides and evaluation."""
+
+    run: Plan  # methods, seeds = the dev seeds, out = DIR/trials
+    out: Path = field(default=Path("tune"), metadata=flag(
+        "output folder (default: tune/)", commands=("tune",), metavar="DIR", always=True))
+    trials: int = field(default=12, metadata=flag(
+        "trials per method, the same for every method (default: 12)", commands=("tune",), metavar="N",
+        check=_trials, always=True))
+    dev_seeds: tuple[int, ...] = field(default=(100, 101), metadata=flag(
+        "seeds the trials run on; must not overlap --report-seeds (default: 100,101)", commands=("tune",),
+        metavar="100,101", default="100,101", parse=parse_seeds, always=True))
+    report_seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=flag(
+        "seeds the results are reported on, never tuned on (default: 0,1,2)", commands=("tune",), metavar="0,1,2",
+        default="0,1,2", parse=parse_seeds))
+    rule: str = field(default="final", metadata=flag(
+        "final: best mean final score (default); retain_at_forget: best mean retain among trials with mean forget "
+        "<= --forget-level", commands=("tune",), choices=RULES, always=True))
+    forget_level: float = field(default=0.2, metadata=flag(
+        "forget level of retain_at_forget (mean of the 6 raw forget components; default: 0.2)", commands=("tune",),
+        metavar="L", check=_level))
+    sampler_seed: int = field(default=0, metadata=flag(
+        "seed of the TPE sampler (default: 0)", commands=("tune",), metavar="N"))
+
+    def rule_text(self) -> str:
+        if self.rule == "final":
+            return "best mean final score over the dev seeds"
+        return f"best mean retain score among trials with mean forget score <= {self.forget_level:g}"
+
+
+def add_plan_flags(parser, command: str) -> None:
+    """The flags of `command` (run, tune or eval)."""
+    add_flags(parser, Plan, command)
+    if command == "tune":
+        add_flags(parser, TunePlan, command)
+
+
+def command_line(args, command: str) -> str:
+    """The canonical command for these arguments (written into the run store and the leaderboard)."""
+    words = command_words(Plan, args, command) + (command_words(TunePlan, args, command) if command == "tune" else [])
+    return shlex.join(["simu-bench", command, *words])
+
+
+def plan_from_args(args, command: str, **given) -> Plan:
+    """The checked `Plan` of parsed arguments; `given` sets fields the command decides (tune's seeds and out)."""
+    plan = Plan(**{**values_from(Plan, args, command), **given, "command": command_line(args, command)})
+    check_plan(plan)
+    if plan.dtype:  # --dtype D trains every method in D
+        plan = dataclasses.replace(plan, overrides=plan.overrides + (f"train.dtype={plan.dtype}",))
+    return plan
+
+
+def tune_plan_from_args(args) -> TunePlan:
+    values = values_from(TunePlan, args, "tune")
+    plan = plan_from_args(args, "tune", seeds=values["dev_seeds"], out=values["out"] / "trials")
+    overlap = sorted(set(values["dev_seeds"]) & set(values["report_seeds"]))
+    if overlap:
+        raise UserError(f"--dev-seeds overlaps --report-seeds at {', '.join(map(str, overlap))}: tuning on a "
+                        f"reported seed biases the report; choose dev seeds outside "
+                        f"{','.join(map(str, values['report_seeds']))}, e.g. 100,101")
+    return TunePlan(run=plan, **values)
+
+
+def check_plan(plan: Plan) -> None:
+    """The checks that involve more than one flag."""
+    if plan.eval_rows is not None and plan.eval_every is None:
+        raise UserError(
+            f"--eval-rows {plan.eval_rows} needs --eval-every K: it sets the rows of the points evaluated every K steps"
+        )
+    if plan.relearn is not None:
+        check_fraction(plan.relearn_fraction)
+    elif plan.relearn_fraction != DEFAULT_FRACTION:
+        raise UserError(
+            f"--relearn-fraction {plan.relearn_fraction} needs --relearn STEPS: it sets the documents the relearning "
+            "attack fine-tunes on"
+        )
 
 
 @dataclass
@@ -72,210 +268,3 @@ class Resolved:
     timings: dict[str, float] = field(default_factory=dict)
     # (member NLLs, non-member NLLs) of the target, for the `reference` MIA attack of every method run
     reference_nll: tuple[list[float], list[float]] | None = None
-
-
-def resolve_methods(text: str) -> tuple[str, ...]:
-    """`all` or a comma-separated list of registered names, each checked against the registry."""
-    from simu_bench.unlearning import registry
-
-    available = registry.names()
-    if text.strip() == "all":
-        return tuple(available)
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise UserError(
-            f"--methods {text!r} names no method; expected 'all' or a comma-separated list of: {', '.join(available)}"
-        )
-    for name in names:
-        if name not in available:
-            raise UserError(f"--methods: unknown method {name!r}{did_you_mean(name, available)}")
-    return tuple(dict.fromkeys(names))
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
-    except ValueError:
-        raise UserError(f"--seeds {text!r}: expected comma-separated whole numbers, e.g. --seeds 0,1,2") from None
-    if not seeds or any(seed < 0 for seed in seeds):
-        raise UserError(f"--seeds {text!r}: expected one or more non-negative whole numbers, e.g. --seeds 0,1,2")
-    for seed in seeds:
-        check_seed(seed, "--seeds")
-    return seeds
-
-
-def check_seed(seed: int, flag: str = "--seed") -> None:
-    """A seed must fit every generator it seeds: numpy takes 0 .. 2**32 - 1."""
-    if not 0 <= seed <= MAX_SEED:
-        raise UserError(f"{flag} {seed}: out of range; expected a whole number from 0 to {MAX_SEED:,} (2**32 - 1), "
-                        "the range numpy's generator accepts")
-
-
-def overrides_for(method: str, overrides: tuple[str, ...], methods: tuple[str, ...]) -> list[str]:
-    """The `--set` overrides that apply to `method`: unprefixed ones apply to every method,
-    `METHOD.key=value` (METHOD a selected method) only to that one."""
-    chosen = []
-    for text in overrides:
-        head = text.split("=", 1)[0].split(".", 1)[0]
-        if head in methods:
-            if head == method:
-                chosen.append(text.split(".", 1)[1])
-        else:
-            chosen.append(text)
-    return chosen
-
-
-def config_in(config_dir: Path, method: str) -> Path:
-    """`config_dir`/<method>.yaml, checked to exist (`--config-dir`, e.g. the `tuned/` folder of `simu-bench tune`)."""
-    path = Path(config_dir) / f"{method}.yaml"
-    if not Path(config_dir).is_dir():
-        raise UserError(
-            f"--config-dir {config_dir}: not a folder; give a folder of <method>.yaml files, e.g. TUNE_DIR/tuned"
-        )
-    if not path.is_file():
-        found = sorted(p.stem for p in Path(config_dir).glob("*.yaml")) or ["none"]
-        raise UserError(
-            f"--config-dir {config_dir}: no {method}.yaml for method {method!r} "
-            f"(found: {', '.join(found)}); tune it, or leave it out of --methods"
-        )
-    return path
-
-
-def load_method_configs(
-    methods: tuple[str, ...], overrides: tuple[str, ...], config_dir: Path | None = None
-) -> dict[str, object]:
-    """Every method's typed config with its overrides; all problems are reported before any model loads.
-
-    With `config_dir`, each method's config is `config_dir`/<method>.yaml instead of the shipped one.
-    """
-    from simu_bench.unlearning.config import parse_override
-    from simu_bench.unlearning.registry import load_config
-
-    for text in overrides:
-        parse_override(text)  # a malformed --set is reported once, not once per method
-    if config_dir is not None:
-        paths = {method: config_in(config_dir, method) for method in methods}
-        configs = {
-            method: load_config(path, overrides_for(method, overrides, methods)) for method, path in paths.items()
-        }
-        for method, config in configs.items():
-            if config.method != method:
-                raise UserError(
-                    f"--config-dir: {paths[method]} configures method {config.method!r}, not {method!r}; "
-                    f"name the file after its method"
-                )
-        return configs
-    configs, failed = {}, {}
-    for method in methods:
-        try:
-            # The shipped YAML by path: a folder named like the method in the cwd must not shadow it.
-            configs[method] = load_config(method, overrides_for(method, overrides, methods))
-        except UserError as error:
-            failed[method] = str(error)
-    if failed:
-        first = next(iter(failed))
-        also = f"; --set also fails for {', '.join(list(failed)[1:])}" if len(failed) > 1 else ""
-        hint = "; write METHOD.KEY=VALUE to set a key of one method only" if overrides and len(methods) > 1 else ""
-        raise UserError(f"{first}: {failed[first]}{also}{hint}")
-    return configs
-
-
-def check_inputs(plan: Plan) -> dict[str, object]:
-    """Cheap checks of everything the user typed; returns the methods' configs."""
-    from simu_bench.data.lume import check_data_dir
-    from simu_bench.evaluation.evaluator import check_utility_tasks
-    from simu_bench.target_model.build import check_device, check_model
-
-    configs = load_method_configs(plan.methods, plan.overrides, plan.config_dir)
-    check_data_dir(plan.data)
-    check_model(plan.model)  # config, weight headers and tokenizer files, without loading the weights
-    check_device(plan.device)
-    check_utility_tasks(plan.utility_tasks)
-    check_writable(plan.out)
-    return configs
-
-
-def fingerprint(path: Path, whole_below: int = 64 << 20) -> str:
-    """sha256 over a file or folder: names, sizes and contents (files over `whole_below` bytes:
-    name and size only, so a multi-GB checkpoint is not read in full)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = (
-        [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    )
-    for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.relative_to(path) if file != path else file.name}\0{size}\0".encode())
-        if size < whole_below:
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def prepare_inputs(plan: Plan) -> Resolved:
-    """Build or reuse the embedded target (cached), or take the given data and model."""
-    from simu_bench.target_model.build import prepare
-
-    started = time.perf_counter()
-    if plan.model is None:  # the embedded target, trained on the default or on --data's subset
-        prepared = prepare(plan.data, progress=not plan.quiet)
-        data_dir, model = prepared.data_dir, str(prepared.target_dir)
-    elif plan.data is None:  # a given model on the embedded data
-        data_dir, model = prepare(None, progress=not plan.quiet).data_dir, plan.model
-    else:
-        data_dir, model = Path(plan.data), plan.model
-    return Resolved(Path(data_dir), model, timings={"prepare": round(time.perf_counter() - started, 3)})
-
-
-def evaluation_dtype(plan: Plan, unlearn) -> str:
-    """The dtype a run is evaluated in: --eval-dtype, else the method's train.dtype (the model as
-    unlearned); the target (no `unlearn`): --eval-dtype, else --dtype, else float32."""
-    if plan.eval_dtype:
-        return plan.eval_dtype
-    if unlearn is not None:
-        return unlearn.train.dtype
-    return plan.dtype or "float32"
-
-
-def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, unlearn) -> dict:
-    """The resolved config stored with a run; `paths` is informative and not hashed."""
-    model_path = Path(resolved.model).expanduser()
-    config = {
-        "method": method,
-        "seed": seed,
-        "unlearn": unlearn.to_dict() if unlearn is not None else None,
-        "data": {"sha256": fingerprint(resolved.data_dir)},
-        "model": {"sha256": fingerprint(model_path)} if model_path.is_dir() else {"hub_id": resolved.model},
-        "evaluation": {
-            "max_new_tokens": plan.max_new_tokens,
-            "batch_size": plan.eval_batch_size,
-            "utility_tasks": list(plan.utility_tasks) if plan.utility_tasks else None,
-            "dtype": evaluation_dtype(plan, unlearn),
-        },
-        "paths": {"data": str(resolved.data_dir), "model": resolved.model},
-    }
-    if plan.eval_every and method != REFERENCE:  # only when asked: run stores made without it keep their hashes
-        config["trajectory"] = {"eval_every": plan.eval_every, "eval_rows": plan.eval_rows}
-    if plan.backend != "hf":  # only when asked: run stores generated with hf keep their hashes
-        config["evaluation"]["backend"] = {"name": plan.backend, "strict": plan.strict}
-    if plan.fast_decode:  # the same: a store made with the official decode keeps its hashes
-        config["evaluation"]["fast_decode"] = True
-    if plan.relearn and method != REFERENCE:  # the same: only when asked
-        from simu_bench.evaluation import relearn
-
-        config["relearn"] = {"steps": plan.relearn, "fraction": plan.relearn_fraction, "optimizer": "adamw",
-                             "lr": relearn.LR, "batch_size": relearn.BATCH_SIZE, "seed": relearn.SEED}
-    return config
-
-
-def plan_runs(plan: Plan, resolved: Resolved, configs: dict) -> list[Run]:
-    """The reference run and every (method, seed) run, each config checked against its directory."""
-    runs = [Run.at(plan.out, REFERENCE, None)]
-    resolved.configs[(REFERENCE, None)] = run_config(plan, resolved, REFERENCE, None, None)
-    for method in plan.methods:
-        for seed in plan.seeds:
-            runs.append(Run.at(plan.out, method, seed))
-            resolved.configs[(method, seed)] = run_config(plan, resolved, method, seed, configs[method])
-    for run in runs:  # all checks before the first write
-        run.check_config(resolved.configs[(run.method, run.seed)])
-    resolved.unlearn_configs = configs
-    return runs

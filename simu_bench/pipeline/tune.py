@@ -37,57 +37,28 @@ from __future__ import annotations
 import copy
 import dataclasses
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from simu_bench.errors import UserError
 from simu_bench.files import atomic_write_json, atomic_write_text, read_json
-from simu_bench.pipeline.plan import Plan, check_inputs, overrides_for, prepare_inputs, run_config
-from simu_bench.pipeline.runner import execute, free_memory
+from simu_bench.pipeline.execute import execute
+from simu_bench.pipeline.plan import TunePlan
+from simu_bench.pipeline.resolve import check_inputs, overrides_for, prepare_inputs, run_config
+from simu_bench.pipeline.steps import free_memory, torch_settings
 from simu_bench.store.runs import Run
 
-RULES = ("final", "retain_at_forget")
 STARTUP_TRIALS = 5  # TPE's random trials before it models the results (Optuna's default is 10)
 WORST = {"final": 0.0, "forget": 1.0, "retain": 0.0}  # a diverged or crashed run
 
 
-@dataclass(frozen=True)
-class TunePlan:
-    """What `simu-bench tune` was asked to do; `run` carries data, model, overrides and evaluation."""
-
-    run: Plan  # methods, seeds = the dev seeds, out = DIR/trials
-    out: Path
-    trials: int
-    report_seeds: tuple[int, ...] = (0, 1, 2)
-    rule: str = "final"
-    forget_level: float = 0.2
-    sampler_seed: int = 0
-
-    def rule_text(self) -> str:
-        if self.rule == "final":
-            return "best mean final score over the dev seeds"
-        return f"best mean retain score among trials with mean forget score <= {self.forget_level:g}"
-
-
 def check_tune(tp: TunePlan) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Every check before anything is written; returns each method's raw YAML with the --set
-    overrides applied, and its search space."""
+    """Every check before anything is written (the flags' own are in `simu_bench.pipeline.plan`);
+    returns each method's raw YAML with the --set overrides applied, and its search space."""
     from simu_bench.unlearning.config import parse_override, set_path
     from simu_bench.unlearning.registry import config_path
 
-    if tp.trials < 1:
-        raise UserError(f"--trials {tp.trials}: expected a budget of at least 1 trial per method, e.g. --trials 12")
-    overlap = sorted(set(tp.run.seeds) & set(tp.report_seeds))
-    if overlap:
-        raise UserError(f"--dev-seeds overlaps --report-seeds at {', '.join(map(str, overlap))}: tuning on a "
-                        f"reported seed biases the report; choose dev seeds outside "
-                        f"{','.join(map(str, tp.report_seeds))}, e.g. 100,101")
-    if tp.rule not in RULES:
-        raise UserError(f"--rule {tp.rule!r}: expected one of {', '.join(RULES)}")
-    if not 0.0 <= tp.forget_level <= 1.0:
-        raise UserError(f"--forget-level {tp.forget_level}: expected a score between 0 and 1, e.g. 0.2")
     configs = check_inputs(tp.run)
     raws = {}
     for method in tp.run.methods:
@@ -244,26 +215,14 @@ def sampler_record(tp: TunePlan) -> dict:
 
 def run_tune(tp: TunePlan, say=print) -> dict:
     """Tune every method of the plan; write tuned configs and the reports; return tune.json's content."""
-    import torch
-    from transformers.utils import logging as hf_logging
-
     from simu_bench.data.lume import load_lume
     from simu_bench.store.environment import environment
 
     raws, spaces = check_tune(tp)
-    bars, threads = hf_logging.is_progress_bar_enabled(), torch.get_num_threads()
-    if tp.run.quiet:
-        hf_logging.disable_progress_bar()
-    if tp.run.cpu_threads():
-        torch.set_num_threads(tp.run.cpu_threads())
-    try:
+    with torch_settings(tp.run):
         resolved = prepare_inputs(tp.run)
         data, env = load_lume(resolved.data_dir), environment(tp.run.device)
         results = {m: tune_method(tp, m, raws[m], spaces[m], resolved, data, env, say) for m in tp.run.methods}
-    finally:
-        torch.set_num_threads(threads)
-        if bars:
-            hf_logging.enable_progress_bar()
     for method, result in results.items():
         if result["winner"] is not None:
             path = tp.out / "tuned" / f"{method}.yaml"

@@ -244,7 +244,8 @@ def test_run_under_torchrun_stores_what_one_process_stores(tiny_target, tmp_path
 
 def test_what_cannot_run_under_torchrun_is_one_line_before_anything_loads(tmp_path):
     from simu_bench.pipeline import multiprocess
-    from simu_bench.pipeline.plan import Plan, load_method_configs
+    from simu_bench.pipeline.plan import Plan
+    from simu_bench.pipeline.resolve import load_method_configs
 
     configs = load_method_configs(("simu",), ())
     with pytest.raises(UserError, match="--eval-every cannot run under torchrun"):

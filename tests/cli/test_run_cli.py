@@ -9,7 +9,7 @@ import json
 import pytest
 
 from simu_bench.cli import main
-from simu_bench.pipeline import runner
+from simu_bench.pipeline import execute
 from simu_bench.store.runs import Run
 from simu_bench.unlearning import loop, registry
 
@@ -102,7 +102,7 @@ def test_crashed_and_diverged_methods_are_recorded_and_the_others_go_on(inputs, 
         return real_run(unlearner, model, tokenizer, data, **kwargs)
 
     monkeypatch.setattr(loop, "run", flaky)
-    monkeypatch.setattr(runner, "evaluate_model", fake_evaluate)
+    monkeypatch.setattr(execute, "evaluate_model", fake_evaluate)
     args = ["run", "--methods", "all", "--out", str(tmp_path), *inputs, *QUICK]
     assert main(args) == 1  # a crash makes the exit status 1; the other runs finished
     status = {m: json.loads((tmp_path / m / "seed0" / "status.json").read_text()) for m in registry.names()}
@@ -124,7 +124,7 @@ def test_interrupt_keeps_finished_runs(inputs, tmp_path, monkeypatch, capsys):
     def interrupted(unlearner, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "evaluate_model", fake_evaluate)
+    monkeypatch.setattr(execute, "evaluate_model", fake_evaluate)
     monkeypatch.setattr(loop, "run", interrupted)
     args = ["run", "--methods", "fo_graddiff", "--out", str(tmp_path), *inputs, *QUICK]
     assert main(args) == 130

@@ -1,10 +1,14 @@
-"""The package's shape: no import cycles, and a stage never imports a later one.
+"""The package's shape: no import cycles, a stage never imports a later one, and no module is
+handed to another as a value.
 
 Every ``import`` and ``from ... import`` statement counts, at module level or inside a function,
-because a function-level import is a cycle that only waits for the call.
+because a function-level import is a cycle that only waits for the call. A module object passed
+as an argument (``f(sys.modules[__name__])``, ``f(runner)`` for an imported module ``runner``) is
+an import the graph cannot see, so it is refused too.
 """
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,7 @@ STAGES = ["data", "target_model", "unlearning", "evaluation", "store", "leaderbo
 STAGE_OF_PACKAGE = {"baselines": "unlearning", "simu": "unlearning", "tasks": "evaluation"}
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     found = {}
     for package, folder in SOURCES.items():
@@ -59,6 +64,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     return found
 
 
+@functools.cache
 def graph() -> dict[str, set[str]]:
     found = modules()
     return {name: imports_of(name, path, set(found)) for name, path in found.items()}
@@ -111,13 +117,49 @@ def test_no_import_cycles():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-@pytest.mark.parametrize("module", sorted(modules()))
+@pytest.mark.parametrize("module", sorted(name for name in modules() if stage(name) is not None))
 def test_a_stage_never_imports_a_later_one(module):
     own = stage(module)
-    if own is None:
-        return
     later = sorted(t for t in graph()[module] if (s := stage(t)) is not None and s > own)
     assert not later, f"{module} (stage {STAGES[own]}) imports later stages: {later}"
+
+
+INTROSPECTION = {"getattr", "hasattr", "setattr", "isinstance", "vars", "dir"}  # read a module, not hand it on
+
+
+def module_arguments(path: Path) -> list[str]:
+    """Calls in `path` that pass a module object: ``sys.modules[...]``, or a name bound by
+    ``import x`` / ``from pkg import module`` (a project module), as an argument."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    known = set(modules())
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            bound |= {alias.asname or alias.name for alias in node.names if f"{node.module}.{alias.name}" in known}
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or ast.unparse(node.func) in INTROSPECTION:
+            continue
+        for arg in [*node.args, *(keyword.value for keyword in node.keywords)]:
+            is_sys_modules = isinstance(arg, ast.Subscript) and ast.unparse(arg.value) == "sys.modules"
+            if is_sys_modules or (isinstance(arg, ast.Name) and arg.id in bound):
+                found.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
+    return found
+
+
+def test_the_module_argument_finder_finds_both_forms(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import sys\nimport numpy as np\nfrom simu_bench.pipeline import steps\nfrom x import y\n"
+                    "f(sys.modules[__name__])\ng(1, how=steps)\nh(np)\nk(y, sys.argv)\ngetattr(steps, 'x')\n")
+    assert [line.split(":")[0] for line in module_arguments(path)] == ["line 5", "line 6", "line 7"]
+
+
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_no_module_is_passed_as_an_argument(module):
+    found = module_arguments(modules()[module])
+    assert not found, f"{module} passes a module object, an import the graph cannot see: {found}"
 
 
 def test_every_stage_is_a_package():

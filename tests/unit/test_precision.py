@@ -118,7 +118,7 @@ def test_run_dtype_flags_are_recorded_and_evaluation_casts(tiny_target, tmp_path
 
     from simu_bench.cli import main
     from simu_bench.evaluation.evaluator import EvalResult
-    from simu_bench.pipeline import runner
+    from simu_bench.pipeline import execute
 
     seen = []
 
@@ -128,7 +128,7 @@ def test_run_dtype_flags_are_recorded_and_evaluation_casts(tiny_target, tmp_path
                  for split in ("forget", "retain")}
         return EvalResult(parts, 0.5, {"auc": 0.5, "score": 1.0}, {"name": "world_facts", "value": 0.5}, 2 / 3)
 
-    monkeypatch.setattr(runner, "evaluate_model", fake_evaluate)
+    monkeypatch.setattr(execute, "evaluate_model", fake_evaluate)
     out = tmp_path / "runs"
     args = ["run", "--methods", "so_graddiff", "--out", str(out), "--data", str(tiny_target.data_dir), "--model",
             str(tiny_target.target_dir), "--set", "train.max_steps=1", "--quiet", "--dtype", "bfloat16",
