@@ -97,6 +97,38 @@ def test_selective_pruning_zeroes_the_top_ratio_units_and_trains_nothing(tokeniz
         assert (down[:, row] == 0).all() and (down[:, ~row] != 0).all()
 
 
+def test_selective_pruning_prunes_the_unit_that_fires_on_forget_text_not_the_one_on_retain_text(tokenizer, data):
+    """Layer 0's down-projection input is overwritten before the method's hook sees it: unit 0 is 1
+    on tokens that occur only in forget text and 0 elsewhere, unit 1 the same for retain text,
+    every other unit 0.5 on every token. Ratios (mean on forget / (mean on retain + 1e-5)):
+    unit 0 = (share of forget-only tokens) / 1e-5, huge; unit 1 = 0 / (share + 1e-5) = 0; the
+    others 1. Pruning the top one unit must take unit 0 and leave unit 1 (the inverted ratio
+    would prune unit 1)."""
+    model = tiny_model(tokenizer)
+    forget_ids = {i for e in data.forget for i in tokenizer(e.input + e.output)["input_ids"]}
+    retain_ids = {i for e in data.retain for i in tokenizer(e.input + e.output)["input_ids"]}
+    only_forget = torch.tensor(sorted(forget_ids - retain_ids))
+    only_retain = torch.tensor(sorted(retain_ids - forget_ids))
+    assert len(only_forget) and len(only_retain)
+    ids = {}
+    model.get_input_embeddings().register_forward_pre_hook(lambda module, args: ids.update(current=args[0]))
+
+    def fire(module, args):
+        (x,) = args  # (batch, seq, d_ff)
+        x = torch.full_like(x, 0.5)
+        x[..., 0] = torch.isin(ids["current"], only_forget).float()
+        x[..., 1] = torch.isin(ids["current"], only_retain).float()
+        return (x,)
+
+    down = model.model.layers[0].mlp.down_proj
+    down.register_forward_pre_hook(fire)
+    units = sum(layer.mlp.down_proj.in_features for layer in model.model.layers)
+    unlearner = registry.create("selective_pruning", [f"options.fraction={1 / units}"])
+    unlearner.prepare(model, tokenizer, data)
+    assert unlearner.pruned.sum() == 1 and unlearner.pruned[0, 0] and not unlearner.pruned[0, 1]
+    assert (down.weight[:, 0] == 0).all() and (down.weight[:, 1] != 0).all()
+
+
 @pytest.mark.parametrize("method", ["simu_npo", "simu_simnpo"])
 def test_simu_over_other_losses_keeps_simu_mask(tokenizer, data, method):
     """The mask does not depend on the loss: simu_npo / simu_simnpo select SIMU's units."""
