@@ -142,6 +142,10 @@ def test_interrupt_keeps_finished_runs(inputs, tmp_path, monkeypatch, capsys):
     (["--model", "{tmp}/no-such-model"], "no such model folder"),
     (["--out", "{tmp}/file/runs"], "is a file, not a directory"),
     (["--seeds", "0,x"], "--seeds"),
+    (["--methods", "wagle", "--set", "options.mu=0"], "options.mu: got 0, expected a value > 0"),
+    (["--methods", "rmu", "--set", "options.params=attn"], "options.params: got 'attn', expected one of down_proj"),
+    (["--methods", "rmu", "--set", "options.steering_coeff=0"], "options.steering_coeff: got 0, expected a value > 0"),
+    (["--methods", "rmu", "--set", "options.c_relative=-1"], "options.c_relative: got -1, expected a value > 0"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path, capsys):
     (tmp_path / "file").write_text("not a folder")

@@ -216,26 +216,97 @@ def test_a_search_range_outside_the_valid_range_is_refused():
         registry.load_config(config)
 
 
-def test_rmu_loss_is_the_distance_of_layer_l_to_c_u(tokenizer, data):
-    """At the start (model = reference) the retain term is 0 and the loss is the mean squared
-    distance of layer 0's output on the forget tokens to c * u, with |c * u| = c; read here from
-    the model's own hidden_states (hidden_states[1] is layer 0's output)."""
+def rmu_at_layer_0(tokenizer, data, *overrides):
+    """RMU on layer 0 of a tiny model whose reference is a copy of it; layer 0's output is the
+    model's own hidden_states[1]."""
     import copy
-
-    from simu_bench.data import pairing
 
     from unlearn_helpers import tiny_model
 
     model = tiny_model(tokenizer)
-    unlearner = registry.create("rmu", ["options.layer=0", "options.steering_coeff=6.5", "options.alpha=1200"])
+    unlearner = registry.create("rmu", ["options.layer=0", *overrides])
     unlearner.reference = copy.deepcopy(model)
     unlearner.prepare(model, tokenizer, data)
-    assert unlearner.control.norm().item() == pytest.approx(6.5)
-    mlp = "model.layers.0.mlp"
-    trained = [name for name, _ in unlearner.parameters_to_train(model)]
-    assert trained == [f"{mlp}.gate_proj.weight", f"{mlp}.up_proj.weight", f"{mlp}.down_proj.weight"]
+    return unlearner, model
+
+
+def layer_0(model, encoded):
+    """(tokens, d_model): layer 0's output at the real tokens of ``encoded``."""
+    with torch.no_grad():
+        out = model(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask, output_hidden_states=True)
+    return out.hidden_states[1][encoded.attention_mask.bool()]
+
+
+def test_rmu_loss_away_from_the_reference_is_forget_mse_plus_alpha_retain_mse(tokenizer, data):
+    """After the model moves off its reference (layer 0's down projection perturbed), the loss is
+    mean (h(forget) - c u)^2 + alpha * mean (h(retain) - h_ref(retain))^2, each term computed here
+    from the models' own hidden states. With the paper's alpha = 1200 the two terms are of the same
+    order here, so a dropped alpha, or either term's sign flipped, moves the value."""
+    from simu_bench.data import pairing
+
+    unlearner, model = rmu_at_layer_0(tokenizer, data, "options.steering_coeff=6.5", "options.alpha=1200")
+    with torch.no_grad():
+        down = model.model.layers[0].mlp.down_proj.weight
+        down.add_(0.5 * torch.randn(down.shape, generator=torch.Generator().manual_seed(0)))
     forget, retain = pairing.collate(tokenizer, data.forget, 64), pairing.collate(tokenizer, data.retain, 64)
-    hidden = model(input_ids=forget.input_ids, attention_mask=forget.attention_mask,
-                   output_hidden_states=True).hidden_states[1]
-    expected = (hidden[forget.attention_mask.bool()] - unlearner.control).pow(2).mean().item()
-    assert unlearner.loss(model, PairedBatch(forget, retain)).item() == pytest.approx(expected, rel=1e-5)
+    forget_mse = (layer_0(model, forget) - unlearner.control).pow(2).mean().item()
+    retain_mse = (layer_0(model, retain) - layer_0(unlearner.reference, retain)).pow(2).mean().item()
+    assert 0.1 < 1200 * retain_mse / forget_mse < 10  # both terms weigh in
+    loss = unlearner.loss(model, PairedBatch(forget, retain)).item()
+    assert loss == pytest.approx(forget_mse + 1200 * retain_mse, rel=1e-5)
+
+
+def test_rmu_direction_is_uniform_on_the_positive_orthant_scaled_to_c(tokenizer, data):
+    """u: uniform [0, 1) coordinates, normalised, as the authors' code (a Gaussian u would have
+    negative coordinates); |c u| = c."""
+    unlearner, _ = rmu_at_layer_0(tokenizer, data, "options.steering_coeff=6.5")
+    assert (unlearner.control >= 0).all() and unlearner.control.norm().item() == pytest.approx(6.5)
+
+
+def test_rmu_c_relative_scales_c_by_the_mean_hidden_norm(tokenizer, data):
+    """c_relative = 2: c = 2 * mean ||h_0|| over the forget tokens before unlearning, which
+    `summary()` reports (computed here from hidden_states[1])."""
+    from simu_bench.data import pairing
+
+    unlearner, model = rmu_at_layer_0(tokenizer, data, "options.c_relative=2")
+    norm = layer_0(model, pairing.collate(tokenizer, data.forget, 512)).norm(dim=-1).mean().item()
+    summary = unlearner.summary()["rmu"]
+    assert summary["hidden_norm"] == pytest.approx(norm, rel=1e-5)
+    assert unlearner.control.norm().item() == pytest.approx(2 * norm, rel=1e-5)
+    assert summary["c_over_hidden_norm"] == pytest.approx(2.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("params, trained", [
+    ("down_proj", ["mlp.down_proj.weight"]),
+    ("mlp", ["mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]),
+    ("all", ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+             "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]),
+])
+def test_rmu_trains_only_the_chosen_weights_of_layers_l_minus_2_to_l(tokenizer, data, params, trained):
+    """Layer 1 of 2: layers 0 and 1 train; `down_proj` (the default, the authors' param_ids=[6]) the
+    down projections only. Two steps change exactly those parameters."""
+    import copy
+
+    from simu_bench.unlearning import loop
+
+    from unlearn_helpers import tiny_model
+
+    model = tiny_model(tokenizer)
+    before = copy.deepcopy(model.state_dict())
+    unlearner = registry.create("rmu", ["options.layer=1", f"options.params={params}", *TWO_STEPS])
+    result = loop.run(unlearner, model, tokenizer, data, seed=0, progress=False)
+    expected = [f"model.layers.{layer}.{name}" for layer in (0, 1) for name in trained]
+    assert [name for name, _ in unlearner.parameters_to_train(model)] == expected
+    changed = [name for name, p in model.state_dict().items() if not torch.equal(p, before[name])]
+    assert result.status == "ok" and sorted(changed) == sorted(expected)
+    assert result.summary["rmu"]["params"] == params and result.summary["rmu"]["trained_layers"] == [0, 1]
+
+
+def test_rmu_defaults_are_the_authors_released_run():
+    """Down projections only (param_ids=[6]) and, under `reference:`, 150 batches of 4 at layer 7."""
+    from simu_bench.baselines.rmu import RmuOptions
+
+    assert RmuOptions().params == registry.load_config("rmu").options.params == "down_proj"
+    reference = registry.load_config("rmu", reference=True)
+    assert (reference.options.params, reference.options.layer) == ("down_proj", 7)
+    assert (reference.train.max_steps, reference.train.batch_size) == (150, 4)
