@@ -68,22 +68,101 @@ def test_simu_soft_scales_the_down_projection_update_by_the_attribution(tokenize
     assert 0 < units.max() <= 1 and (units[~unlearner.mask.selected[0].view(1, -1)] == 0).all()
 
 
-def test_wagle_keeps_the_global_top_fraction_of_its_scores(tokenizer, data):
-    model = tiny_model(tokenizer)
-    unlearner = registry.create("wagle", ["options.fraction=0.1", "optimizer.lr=1e-3"])
+def test_wagle_score_hand_worked_mu_1e_6_picks_the_retain_driven_weight():
+    """Four weights, theta = (1, 0.01, 0.5, 0.02), g_f = (1, 1, 1, 1), g_r = (0, 1e-3, 0, 2e-8);
+    keep one. |theta * g_f| = (1, 0.01, 0.5, 0.02) keeps weight 0. With mu = 1e-6, g_r / mu =
+    (0, 1000, 0, 0.02) and theta - g_r / mu = (1, -999.99, 0.5, 0): scores (1, 999.99, 0.5, 0)
+    keep weight 1, the one the retain gradient ties to the forget gradient (theta + g_r / mu would
+    give 1000.01 and 0.04). With mu = 1/lr = 133 (lr 7.54e-3) g_r / mu is 7.5e-6 at most and
+    weight 0 is kept."""
+    from simu_bench.baselines.wagle import global_top, weight_scores
+
+    theta, g_f, g_r = torch.tensor([1.0, 0.01, 0.5, 0.02]), torch.ones(4), torch.tensor([0.0, 1e-3, 0.0, 2e-8])
+    (scores,) = weight_scores([theta.double()], [g_f.double()], [g_r.double()], 1e-6)
+    assert scores.tolist() == pytest.approx([1.0, 999.99, 0.5, 0.0], rel=1e-6, abs=1e-6)
+    assert global_top([scores], 1 / 4)[0].tolist() == [False, True, False, False]
+    (old_rule,) = global_top(weight_scores([theta], [g_f], [g_r], 1 / 7.54e-3), 1 / 4)
+    assert old_rule.tolist() == [True, False, False, False]
+
+
+def wagle_gradients(model, tokenizer, data, batch_size):
+    """The decoder matrices and g_f, g_r summed over batches of ``batch_size``, by hand."""
     named = [(n, p) for n, p in model.named_parameters() if n.startswith("model.layers.") and p.ndim >= 2]
-    forget, retain = pairing.collate(tokenizer, data.forget, 512), pairing.collate(tokenizer, data.retain, 512)
-    g_f = torch.autograd.grad(losses.answer_nll(model, forget), [p for _, p in named])
-    g_r = torch.autograd.grad(losses.answer_nll(model, retain), [p for _, p in named])
-    scores = [((p.detach() - r * 1e-3) * f).abs() for (_, p), f, r in zip(named, g_f, g_r)]  # mu = 1 / lr
-    unlearner.prepare(model, tokenizer, data)
+    params = [p for _, p in named]
+
+    def summed(rows):
+        total = [torch.zeros_like(p) for p in params]
+        for start in range(0, len(rows), batch_size):
+            batch = pairing.collate(tokenizer, rows[start : start + batch_size], 512)
+            for into, grad in zip(total, torch.autograd.grad(losses.answer_nll(model, batch), params)):
+                into += grad
+        return total
+
+    return named, summed(list(data.forget)), summed(list(data.retain))
+
+
+def top_masks(named, g_f, g_r, mu, fraction):
+    scores = [((p.detach() - r / mu) * f).abs() for (_, p), f, r in zip(named, g_f, g_r)]
     flat = torch.cat([s.flatten() for s in scores])
-    kept = sum(int(m.sum()) for m in unlearner.masks.values())
+    cut = flat.sort(descending=True).values[math.ceil(fraction * flat.numel()) - 1]
+    return {n: s >= cut for (n, _), s in zip(named, scores)}
+
+
+def test_wagle_sums_the_gradients_over_batches_and_keeps_the_global_top_fraction(tokenizer, data):
+    """Four one-example batches: g_f and g_r are sums of four batch gradients (the authors'
+    accumulation). mu is set where theta and g_r / mu are of one order, so summing (4x) rather than
+    averaging the retain gradient changes the mask: the test tells the two apart."""
+    model = tiny_model(tokenizer)
+    named, g_f, g_r = wagle_gradients(model, tokenizer, data, batch_size=1)
+    retain = torch.cat([r.flatten() for r in g_r]).abs().median()
+    mu = float(retain / torch.cat([p.detach().flatten() for _, p in named]).abs().median())
+    summed, averaged = top_masks(named, g_f, g_r, mu, 0.1), top_masks(named, g_f, [r / 4 for r in g_r], mu, 0.1)
+    assert any(not torch.equal(summed[n], averaged[n]) for n in summed)
+    overrides = ["options.fraction=0.1", f"options.mu={mu}", "options.attribution_batch_size=1"]
+    unlearner = registry.create("wagle", overrides)
+    unlearner.prepare(model, tokenizer, data)
     assert list(unlearner.masks) == [n for n, _ in named]
-    assert kept == math.ceil(0.1 * flat.numel())
-    lowest_kept = min(s[unlearner.masks[n]].min() for (n, _), s in zip(named, scores) if unlearner.masks[n].any())
-    highest_dropped = max(s[~unlearner.masks[n]].max() for (n, _), s in zip(named, scores))
-    assert lowest_kept >= highest_dropped * (1 - 1e-5)
+    assert sum(int(m.sum()) for m in unlearner.masks.values()) == math.ceil(0.1 * sum(p.numel() for _, p in named))
+    assert all(torch.equal(unlearner.masks[n], summed[n]) for n in summed)
+
+
+def test_wagle_retain_term_changes_the_mask_at_the_authors_mu(tokenizer, data):
+    """With mu = 1e-6 (the default) the mask is not the plain |theta * g_f| mask (no retain term):
+    under mu = 1/lr the two were identical on the embedded target."""
+    model = tiny_model(tokenizer)
+    named, g_f, g_r = wagle_gradients(model, tokenizer, data, batch_size=8)
+    plain = top_masks(named, g_f, [torch.zeros_like(r) for r in g_r], 1.0, 0.2)
+    unlearner = registry.create("wagle")
+    assert unlearner.options.mu == 1e-6 and unlearner.options.fraction == 0.2
+    unlearner.prepare(model, tokenizer, data)
+    both = sum(int((unlearner.masks[n] & plain[n]).sum()) for n in plain)
+    either = sum(int((unlearner.masks[n] | plain[n]).sum()) for n in plain)
+    assert both / either < 0.9  # Jaccard overlap
+
+
+def test_wagle_ranks_every_parameter_and_trains_with_adamw_as_the_authors(tokenizer, data):
+    """candidates: all ranks every parameter (embeddings, norms and the output layer too) and
+    the authors' AdamW runs; masked-out gradients are zero at the step."""
+    model = tiny_model(tokenizer)
+    seen = {}
+
+    class Spy:
+        def on_train_start(self, state):
+            seen["optimizer"] = type(state.optimizer).__name__
+
+    unlearner = registry.create("wagle", [*TWO_STEPS, "options.candidates=all", "optimizer.name=adamw",
+                                          "optimizer.lr=1e-3", "options.fraction=0.3"])
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = loop.run(unlearner, model, tokenizer, data, seed=0, progress=False, callbacks=[Spy()])
+    assert result.status == "ok" and seen["optimizer"] == "AdamW"
+    assert list(unlearner.masks) == list(original)
+    assert result.summary["mask"]["candidate_set"] == "all"
+    # The gradients were masked: a weight outside the mask moved only by weight decay (at most
+    # lr * wd = 1e-4 of its value per step), never by Adam's update (about lr = 1e-3 per step).
+    for name, p in model.named_parameters():
+        frozen = ~unlearner.masks[name]
+        moved = (p.detach() - original[name])[frozen].abs()
+        assert (moved <= 2 * 1e-4 * original[name][frozen].abs() + 1e-9).all(), name
 
 
 def test_selective_pruning_zeroes_the_top_ratio_units_and_trains_nothing(tokenizer, data):
@@ -207,3 +286,12 @@ def test_wagle_trains_with_simu_settings():
     simu, wagle = registry.load_config("simu").to_dict(), registry.load_config("wagle").to_dict()
     assert (wagle["optimizer"], wagle["train"], wagle["options"]["gamma"]) == (
         simu["optimizer"], simu["train"], simu["options"]["gamma"])
+
+
+def test_wagle_reference_is_the_authors_tofu_config():
+    """configs/unlearn/Tofu/GradDiff+WAGLE.json: AdamW lr 7e-6, kept share 0.95, mu 1e-6, gamma 1,
+    every parameter ranked."""
+    config = registry.load_config("wagle", reference=True)
+    assert (config.optimizer.name, config.optimizer.lr, config.optimizer.weight_decay) == ("adamw", 7e-6, 0.1)
+    options = config.options
+    assert (options.fraction, options.mu, options.gamma, options.candidates) == (0.95, 1e-6, 1.0, "all")
