@@ -310,3 +310,10 @@ def test_rmu_defaults_are_the_authors_released_run():
     reference = registry.load_config("rmu", reference=True)
     assert (reference.options.params, reference.options.layer) == ("down_proj", 7)
     assert (reference.train.max_steps, reference.train.batch_size) == (150, 4)
+
+
+@pytest.mark.parametrize("name", ["wagle", "rmu", "simnpo", "simu_npo", "simu_simnpo"])
+def test_methods_moved_to_their_authors_settings_say_they_are_untuned(name):
+    """Their defaults changed to the authors' code and have not been searched with the shared
+    budget: the YAML says so in the field `simu-bench tune` fills in."""
+    assert registry.load_config(name).tuned == {"status": "untuned"}
