@@ -22,6 +22,7 @@ from simu_bench.pipeline.plan import Plan, Resolved
 from simu_bench.pipeline.steps import (
     Clock,
     evaluate_model,
+    new_unlearner,
     relearn_run,
     run_log,
     seed_everything,
@@ -32,7 +33,7 @@ from simu_bench.pipeline.steps import (
 from simu_bench.pipeline.trajectory import FILE as TRAJECTORY
 from simu_bench.store.runs import REFERENCE, RELEARN_FILE, Run
 from simu_bench.target_model.build import load_model
-from simu_bench.unlearning import distributed, loop, registry
+from simu_bench.unlearning import distributed, loop
 
 log = logging.getLogger("simu_bench.run")
 
@@ -111,7 +112,7 @@ def _reference_nll(plan: Plan, resolved: Resolved, model, tokenizer, data, clock
 
 def _unlearn(plan: Plan, resolved: Resolved, run: Run, model, tokenizer, data, trajectory, clock: Clock):
     """The method's unlearning, with unlearn.json and its artifacts; returns the loop's result."""
-    unlearner = registry.create(resolved.unlearn_configs[run.method])
+    unlearner = new_unlearner(plan, resolved.unlearn_configs[run.method])
     result = loop.run(unlearner, model, tokenizer, data, seed=run.seed, progress=not plan.quiet,
                       callbacks=[trajectory] if trajectory is not None else [])
     clock.stage("unlearn")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 
 from simu_bench.errors import UserError
-from simu_bench.pipeline.steps import seed_everything
+from simu_bench.pipeline.steps import new_unlearner, seed_everything
 from simu_bench.target_model.build import load_model
 from simu_bench.unlearning import distributed, loop, registry
 
@@ -58,7 +58,7 @@ def follow(plan, resolved, run, data) -> None:
         model, tokenizer = load_model(resolved.model, device=plan.device)
         if plan.gradient_checkpointing:
             distributed.enable_gradient_checkpointing(model)
-        unlearner = registry.create(resolved.unlearn_configs[run.method])
+        unlearner = new_unlearner(plan, resolved.unlearn_configs[run.method])
         result = loop.run(unlearner, model, tokenizer, data, seed=run.seed, progress=False)
         if result.status == "ok":  # rank 0 saw the same loss and norm: it gathers too
             gather(model, resolved.model, plan.device)

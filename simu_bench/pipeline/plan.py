@@ -146,6 +146,9 @@ class Plan:
     fast_decode: bool = field(default=False, metadata=flag(
         "stop each question row once its exact-match score is decided", commands=(),
         identity="evaluation.fast_decode"))
+    # recompute seed-independent results (SIMU's attribution) instead of reading them from OUT/.cache
+    no_cache: bool = field(default=False, metadata=flag(
+        "recompute SIMU's attribution instead of reading it from the run store's .cache", commands=()))
     relearn: int | None = field(default=None, metadata=flag(  # hashed in `resolve.run_config` when given
         f"relearning attack: fine-tune each unlearned model STEPS AdamW steps (lr {LR:g}) on a seeded fraction of "
         "the forget documents, then score the forget rows of the others again; writes relearn.json (default: off)",

@@ -31,6 +31,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+CACHE = ".cache"  # inside the run store: results every run of the store may reuse (`simu_bench.simu.cache`)
+
+
+def new_unlearner(plan: Plan, config):
+    """The method of ``config``, with the run store's cache (None under `--no-cache`), so that
+    seeds and variants share what does not depend on the seed (SIMU's attribution)."""
+    from simu_bench.unlearning import registry
+
+    unlearner = registry.create(config)
+    unlearner.cache_dir = None if plan.no_cache or plan.out is None else Path(plan.out) / CACHE
+    return unlearner
+
+
 def free_memory() -> None:
     """Return a finished run's model, optimizer state and mask to the allocator."""
     gc.collect()

@@ -64,14 +64,20 @@ def coverage(selected_weights: int, trained_weights: int) -> float | None:
     return selected_weights / trained_weights if trained_weights else None
 
 
-def stability(model, tokenizer, data, mask: CriticalMask, retain_scores: torch.Tensor, **attribute_kwargs) -> dict:
-    """Jaccard of the selections made from two disjoint halves of the forget rows (see the module doc)."""
+def stability(model, tokenizer, data, mask: CriticalMask, retain_scores: torch.Tensor, *, attribute=None,
+              **attribute_kwargs) -> dict:
+    """Jaccard of the selections made from two disjoint halves of the forget rows (see the module doc).
+
+    ``attribute``: the function that scores each half (default `attribution.attribute`; SIMU
+    passes its run store's cache, `simu_bench.simu.cache.Cache.attribute`).
+    """
+    attribute = attribute or attribution.attribute
     halves = [data.forget[0::2], data.forget[1::2]]
     if not all(halves):
         return {"jaccard": None, "per_layer": [], "reason": "fewer than two forget rows"}
     selections = []
     for half in halves:
-        scores = attribution.attribute(model, tokenizer, half, **attribute_kwargs)
+        scores = attribute(model, tokenizer, half, **attribute_kwargs)
         cut = build_mask(scores, retain_scores, strategy=mask.strategy, mode=mask.mode, t=mask.t, m=mask.m)
         selections.append(cut.selected)
     first, second = selections

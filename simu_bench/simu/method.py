@@ -46,6 +46,7 @@ import torch
 from simu_bench.errors import UserError
 from simu_bench.files import atomic_write_json
 from simu_bench.simu import attribution, diagnostics
+from simu_bench.simu.cache import Cache
 from simu_bench.simu.masks import (
     MODES,
     SELECTIONS,
@@ -137,6 +138,14 @@ class Simu(Unlearner):
 
     # -- step 1: the mask ---------------------------------------------------------------------
 
+    @property
+    def cache(self) -> Cache:
+        """The attribution scores kept in the run store (``cache_dir``), shared by seeds and variants."""
+        folder = None if self.cache_dir is None else Path(self.cache_dir) / "attribution"
+        if getattr(self, "_cache", None) is None or self._cache.folder != folder:
+            self._cache = Cache(folder)
+        return self._cache
+
     def prepare(self, model, tokenizer, data) -> None:
         self._projections = attribution.down_projections(model)
         started = time.perf_counter()
@@ -146,8 +155,8 @@ class Simu(Unlearner):
             self.mask = CriticalMask.load(self.options.mask_path)
             self._check_loaded(model)
         else:
-            forget = attribution.attribute(model, tokenizer, data.forget, **self._attribution_kwargs())
-            retain = attribution.attribute(model, tokenizer, data.retain, **self._attribution_kwargs())
+            forget = self.cache.attribute(model, tokenizer, data.forget, **self._attribution_kwargs())
+            retain = self.cache.attribute(model, tokenizer, data.retain, **self._attribution_kwargs())
             self.mask = build_mask(
                 forget,
                 retain,
@@ -184,7 +193,7 @@ class Simu(Unlearner):
             stable = {"jaccard": None, "per_layer": [], "reason": f"loaded from {self.options.mask_path}"}
         else:
             stable = diagnostics.stability(model, tokenizer, data, self.mask, self.mask.scores["retain"],
-                                           **self._attribution_kwargs())
+                                           attribute=self.cache.attribute, **self._attribution_kwargs())
         causal = diagnostics.causal_check(model, tokenizer, data, self.mask.selected,
                                           batch_size=self.options.attribution_batch_size,
                                           max_length=self.config.train.max_length)

@@ -84,6 +84,9 @@ class Unlearner:
         self.config = config
         self.options = config.options
         self.reference: torch.nn.Module | None = None  # set by the loop when uses_reference
+        # a folder for results that do not depend on the seed (SIMU's attribution), shared by the
+        # runs of one run store; set by the pipeline, None computes everything afresh
+        self.cache_dir: Path | None = None
 
     @property
     def name(self) -> str:
