@@ -49,6 +49,11 @@ def test_run_stores_every_run_and_the_leaderboard(finished, tiny_target):
         data = tiny_target.data
         assert len(rows) == len(data.forget) + len(data.retain) + len(data.utility)
     assert "prepare" in json.loads((finished / "target" / "timings.json").read_text())
+    # SIMU's attribution (forget, retain, the stability check's two halves) computed once for
+    # every method that takes SIMU's mask, not once per method
+    masks = [m for m in methods if registry.get(m) is registry.get("simu") and m != "attention_only"]
+    cached = list((finished / ".cache" / "attribution").glob("*.safetensors"))
+    assert len(masks) > 1 and 4 <= len(cached) < 4 * len(masks)
     board = (finished / "leaderboard.md").read_text()
     assert "target (before unlearning)" in board and all(f"| {m} " in board for m in methods)
     assert board.count("simu-bench run --methods all") == 1  # the command that made it, at the top
