@@ -45,8 +45,15 @@ def new_unlearner(plan: Plan, config):
 
 
 def free_memory() -> None:
-    """Return a finished run's model, optimizer state and mask to the allocator."""
+    """Return a finished run's model, optimizer state and mask to the allocator.
+
+    What survives the collection lives for the whole command (imported modules, lm-eval's task
+    registry, the data): `gc.freeze` moves it out of the collector's sight, so that the next
+    run's collections, this one's and Python's automatic ones alike, scan only that run's own
+    objects (a full collection of ~280k objects costs about half a second on one core).
+    """
     gc.collect()
+    gc.freeze()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
