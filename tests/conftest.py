@@ -9,6 +9,13 @@ checks that build their own.
 
 `tokenizer` and `data` are the millisecond-sized tokenizer and forget/retain set of
 `unlearn_helpers`, for the unlearning tests.
+
+The fast lane, `python -m pytest -m "not slow"`, leaves out every test marked `slow`. Besides the
+tests that carry the mark themselves, `pytest_collection_modifyitems` marks a test slow when
+- it uses, directly or through other fixtures, a fixture that trains a target to memorisation
+  or runs simu-bench end to end (`tiny_target`, and any fixture decorated with `@slow_fixture`),
+- it builds the wheel (`packaging`), or
+- it is a speed benchmark (tests/benchmarks/: timed with --benchmark-enable, run once otherwise).
 """
 
 from __future__ import annotations
@@ -73,7 +80,28 @@ def tiny_cache(tmp_path_factory) -> Path:
     return Path(configured) if configured else tmp_path_factory.mktemp("simu-bench-cache")
 
 
+def slow_fixture(fixture_function):
+    """Put under `@pytest.fixture` when the fixture trains a target to memorisation or runs
+    simu-bench end to end: every test that uses it is then `slow`, out of the fast lane."""
+    fixture_function.slow = True
+    return fixture_function
+
+
+def pytest_collection_modifyitems(config, items):
+    benchmarks = Path(__file__).parent / "benchmarks"
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)  # what pytest resolved for the test's fixtures
+        definitions = info.name2fixturedefs.values() if info else ()
+        if (
+            any(getattr(fixture.func, "slow", False) for chain in definitions for fixture in chain)
+            or item.get_closest_marker("packaging")
+            or benchmarks in Path(item.fspath).parents
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
+@slow_fixture
 def tiny_target(tiny_cache) -> Prepared:
     """The tiny memorised target: `.data_dir`, `.target_dir` (save_pretrained folder), `.data`."""
     return prepare(TINY_DATA, TINY_TARGET, seed=0, cache=tiny_cache, progress=False)

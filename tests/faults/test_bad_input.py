@@ -24,7 +24,7 @@ from simu_bench.cli import main
 from simu_bench.files import DEFAULT_MAX_ROW_BYTES, MAX_ROW_BYTES_ENV
 from simu_bench.target_model.build import prepare
 
-from conftest import MICRO_DATA, MICRO_TARGET
+from conftest import MICRO_DATA, MICRO_TARGET, slow_fixture
 
 QUICK = ["--set", "train.max_steps=1", "--max-new-tokens", "4", "--quiet"]
 
@@ -341,6 +341,7 @@ def test_a_native_crash_during_evaluation_reaches_stderr():
 
 
 @pytest.fixture(scope="module")
+@slow_fixture
 def finished(micro, tmp_path_factory) -> Path:
     """A finished store: the reference row and one fo_graddiff run (one step, 4 new tokens)."""
     out = tmp_path_factory.mktemp("store") / "runs"

@@ -45,6 +45,7 @@ def build(tmp_path: Path, name: str, pin: bool, env: dict) -> dict[str, bytes]:
     return {"model": model.read_bytes(), **{f: (run / f).read_bytes() for f in ("metrics.json", "generations.jsonl")}}
 
 
+@pytest.mark.slow  # builds a target and runs simu-bench twice, each in a fresh process
 @pytest.mark.skipif(not {"avx2", "fma"} <= pinning.cpu_flags(), reason="the pin needs an x86-64 CPU with AVX2 and FMA")
 def test_pinned_kernels_give_the_same_bytes_as_on_another_cpu(tmp_path):
     here = build(tmp_path, "here", pin=True, env={})

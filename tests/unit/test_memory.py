@@ -27,6 +27,7 @@ def test_sharding_divides_the_state_and_simu_trains_less():
     assert checkpointed.activations < memory.estimate(model, "fo_graddiff").activations
 
 
+@pytest.mark.slow  # two training steps of a 21M-parameter model, for the measured peak
 def test_the_estimate_is_within_20_percent_of_the_measured_peak():
     """Two SO-GradDiff steps of a 21M-parameter OLMo on the CPU (weights, gradients, SophiaG state
     and its step's temporaries, activations), in a fresh process: the peak resident memory is
