@@ -1,7 +1,7 @@
 """`simu-bench eval`: evaluate one model on LUME without unlearning it.
 
     simu-bench eval --model runs/some-model            # on the embedded benchmark's data
-    simu-bench eval --model allenai/OLMo-1B-hf --data ../shared/lume --utility-tasks mmlu --device cuda
+    simu-bench eval --model allenai/OLMo-1B-hf --data path/to/lume --utility-tasks mmlu --device cuda
     simu-bench eval --model runs/some-model --relearn 20 --out runs/some-model-eval   # + the relearning attack
 
 Prints the metrics JSON (the schema of `simu-bench score`) on stdout; `--out DIR` also stores

@@ -2,7 +2,7 @@
 
     simu-bench prepare                       # the embedded synthetic benchmark
     simu-bench prepare --size small          # the same data, a wider target (sizes: target_model/sizes.py)
-    simu-bench prepare --data ../shared/lume --docs-per-task 5
+    simu-bench prepare --data path/to/lume --docs-per-task 5
 
 The result is cached under `$SIMU_BENCH_CACHE` (default `~/.cache/simu-bench`); a second call
 with the same inputs reuses it in seconds.

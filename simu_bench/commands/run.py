@@ -6,7 +6,7 @@
     simu-bench run --methods all --eval-every 5 --eval-rows 32  # + trajectory.jsonl per run
     simu-bench run --methods all --seeds 0,1,2 --relearn 20    # + relearn.json per run: the relearning attack
     simu-bench run --methods all --seeds 0,1,2 --config-dir tune/tuned --out runs/tuned
-    simu-bench run --methods all --data ../shared/lume --model allenai/OLMo-1B-hf --utility-tasks mmlu --device cuda
+    simu-bench run --methods all --data path/to/lume --model allenai/OLMo-1B-hf --utility-tasks mmlu --device cuda
 
 The flags are the fields of `simu_bench.pipeline.plan.Plan`. `--set KEY=VALUE` applies to every
 selected method; `--set METHOD.KEY=VALUE` only to METHOD. Exit status: 0 when every run finished

@@ -1,7 +1,7 @@
 """One unlearning run across several processes with PyTorch's FSDP2 (`fully_shard`).
 
     torchrun --nproc_per_node=4 -m simu_bench run --methods so_graddiff --model allenai/OLMo-1B-hf \
-        --data ../shared/lume --device cuda --utility-tasks mmlu
+        --data path/to/lume --device cuda --utility-tasks mmlu
 
 What changes when `torch.distributed` is initialised with N > 1 processes (ranks):
 
