@@ -1,6 +1,8 @@
 """The documentation stays true: its links resolve, its commands parse, and it cites nothing the
 repository does not contain."""
 
+import functools
+import os
 import re
 import shlex
 from pathlib import Path
@@ -18,15 +20,13 @@ STALE = re.compile(r"\b(DESIGN|STYLE)\b|(?i:\bissues?\s*(#|no\.?\s*)?\d+)")
 
 def project_text() -> list[Path]:
     found = []
-    for path in ROOT.rglob("*"):
-        relative = path.relative_to(ROOT)
-        if any(part in SKIPPED_DIRS or part.endswith(".egg-info") for part in relative.parts[:-1]):
-            continue
-        if path == Path(__file__).resolve():
-            continue  # it spells the patterns out
-        if path.is_file() and (path.suffix in TEXT_SUFFIXES or relative in TEXT_FILES):
-            found.append(path)
-    return sorted(found)
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [name for name in subfolders if name not in SKIPPED_DIRS and not name.endswith(".egg-info")]
+        for name in files:
+            path = Path(folder, name)
+            if path.suffix in TEXT_SUFFIXES or path.relative_to(ROOT) in TEXT_FILES:
+                found.append(path)
+    return sorted(path for path in found if path != Path(__file__).resolve())  # this file spells the patterns out
 
 
 def stale_citations(text: str) -> list[str]:
@@ -121,16 +121,21 @@ def test_the_readme_shows_the_two_commands():
     assert any(c.startswith("simu-bench leaderboard") for c in shown)
 
 
+@functools.cache
+def parser():
+    from simu_bench.cli import build_parser
+
+    return build_parser()
+
+
 @pytest.mark.parametrize("page, command", README_COMMANDS,
                          ids=[f"{p.relative_to(ROOT)}: {c[:60]}" for p, c in README_COMMANDS])
 def test_every_command_parses(page, command):
     """A parse of the arguments, as `--help` would check them; nothing runs."""
-    from simu_bench.cli import build_parser
-
     words = shlex.split(command, comments=True)[1:]
     shell = [i for i, word in enumerate(words) if word == "&" or word.startswith((">", "2>", "<"))]
     words = words[:shell[0]] if shell else words  # redirections and `&` belong to the shell
     try:
-        build_parser().parse_args(words)
+        parser().parse_args(words)
     except SystemExit as stop:
         pytest.fail(f"{page.relative_to(ROOT)}: `{command}` does not parse (exit {stop.code})")
