@@ -139,3 +139,21 @@ def test_every_command_parses(page, command):
         parser().parse_args(words)
     except SystemExit as stop:
         pytest.fail(f"{page.relative_to(ROOT)}: `{command}` does not parse (exit {stop.code})")
+
+
+def test_the_readme_results_excerpt_is_the_committed_leaderboard():
+    """Every row of the README's excerpt carries results/leaderboard.json's numbers and rank."""
+    import json
+
+    board = json.loads((ROOT / "results" / "leaderboard.json").read_text(encoding="utf-8"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    columns = ("final", "task_aggregate", "mia_score", "utility")
+    for row in board["rows"]:
+        cells = []
+        for column in columns:
+            value = row["metrics"][column]
+            ci = value.get("ci95")
+            cells.append(f"{value['mean']:.3f}" + (f" ± {ci:.3f}" if ci is not None else ""))
+        rank = board["ranks"].get(row["method"], "—")
+        line = f"| {rank} | {row['label']} | " + " | ".join(cells) + " |"
+        assert line in readme, f"README.md's results excerpt is out of date: it should hold {line}"
