@@ -33,8 +33,8 @@ def add_parser(subparsers) -> None:
 
 
 def main(args) -> int:
-    if not args.tolerance >= 0:
-        raise UserError(f"--tolerance must be a number >= 0, got {args.tolerance}")
+    if not 0 <= args.tolerance < float("inf"):
+        raise UserError(f"--tolerance must be a number >= 0 and finite, got {args.tolerance}")
     baseline = load_baseline(args.baseline)
     result = compare(baseline, load_new(args.run_dir), args.tolerance)
     sys.stdout.write(report(result, args.format))

@@ -31,7 +31,7 @@ from simu_bench.files import read_json
 from simu_bench.leaderboard import mask_section
 from simu_bench.leaderboard.floor import UtilityFloor, judge
 from simu_bench.leaderboard.paired import Comparison, compare, matched_summary, sections
-from simu_bench.store.runs import REFERENCE, RELEARN_FILE, StoredRun, load_runs
+from simu_bench.store.runs import REFERENCE, StoredRun, load_runs, read_relearn
 
 FORMATS = ("md", "csv", "latex", "html", "json")
 REFERENCE_LABEL = "target (before unlearning)"
@@ -120,6 +120,8 @@ class Stat:
     def ci95(self) -> float | None:
         if self.n < 2:
             return None
+        if not all(map(math.isfinite, self.values)):  # a NaN run: the interval is NaN too (statistics.stdev raises)
+            return math.nan
         from scipy.stats import t
 
         return float(t.ppf(0.975, self.n - 1)) * statistics.stdev(self.values) / math.sqrt(self.n)
@@ -212,11 +214,9 @@ ATTACK_LEGEND = (
 def attack_values(run: StoredRun) -> dict[str, float | None]:
     """The ATTACK_COLUMNS of one finished run (None where it has no such number)."""
     attacks = (run.metrics or {}).get("mia_attacks") or {}
-    relearn = Path(run.path) / RELEARN_FILE
-    return {
-        "mia_worst_score": min((attack["score"] for attack in attacks.values()), default=None),
-        "relearn_forget": read_json(relearn).get("forget_after") if relearn.is_file() else None,
-    }
+    relearn = read_relearn(run.path) or {}
+    scores = [attack.get("score") for attack in attacks.values() if attack.get("score") is not None]
+    return {"mia_worst_score": min(scores, default=None), "relearn_forget": relearn.get("forget_after")}
 
 
 def legend(board: Board) -> str:
@@ -275,7 +275,8 @@ def _meta(out: Path) -> dict:
         config = read_json(reference / "config.json", expect=dict).get("config", {})
         meta.update({k: config.get(k) for k in ("data", "model") if k in config})
         meta["eval_dtype"] = (config.get("evaluation") or {}).get("dtype", "float32")  # stores before dtypes: float32
-    trained = {((read_json(path).get("config") or {}).get("unlearn") or {}).get("train", {}).get("dtype", "float32")
+    trained = {((read_json(path, f"delete {path.parent} to redo the run", expect=dict).get("config") or {})
+                .get("unlearn") or {}).get("train", {}).get("dtype", "float32")
                for path in out.glob("*/seed*/config.json")}
     if trained:
         meta["train_dtypes"] = sorted(trained)

@@ -9,21 +9,26 @@ and the 12 components where the baseline has them), the new mean must be:
 - otherwise inside the baseline's mean ± its 95% CI half-width, or mean ± `tolerance` where the
   baseline has no CI (a single seed) or a zero-width one (every seed gave the same value: a
   forget knowledge of 0.0 on three seeds would otherwise flag any change at all).
-A metric outside its band "moved"; a missing new value (no finished run) moves too.
+A metric outside its band "moved"; a missing new value (no finished run) moves too, and so does a
+value that is not a number (NaN) on either side: a gate that cannot compare does not pass. A new
+store without a run of any method compares nothing and is refused.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from simu_bench.errors import UserError
 from simu_bench.files import read_text
 from simu_bench.leaderboard.board import COMPONENTS, build, summary_columns, to_dict
+from simu_bench.store.runs import REFERENCE, is_number
 
 METRICS = [c.key for c in summary_columns(None)[:4]] + [c.key for c in COMPONENTS]
 EXACT = 1e-12
+NOT_A_NUMBER = "not a number"  # the rule shown where either side (or the band) is NaN or infinite
 FIX = "give the leaderboard.json that `simu-bench run` or `simu-bench leaderboard RUN_DIR --format json` writes"
 
 
@@ -63,9 +68,18 @@ def load_baseline(path: Path) -> dict:
         raise UserError(f"baseline {path} is not a leaderboard: expected a non-empty 'rows' list; {FIX}")
     for i, row in enumerate(rows):
         if not (isinstance(row, dict) and isinstance(row.get("method"), str) and isinstance(row.get("metrics"), dict)
-                and all(isinstance(s, dict) and "mean" in s for s in row["metrics"].values())):
+                and all(isinstance(s, dict) and "mean" in s for s in row["metrics"].values())
+                and isinstance(row.get("status") or {}, dict)):
             raise UserError(f"baseline {path} is not a leaderboard: rows[{i}] lacks 'method' or 'metrics' "
                             f"with a 'mean' per metric; {FIX}")
+        for key, stat in row["metrics"].items():
+            for part in ("mean", "ci95"):
+                if stat.get(part) is not None and not is_number(stat[part]):
+                    raise UserError(f"baseline {path}: rows[{i}] ({row['method']}) metric {key!r} has {part} "
+                                    f"{json.dumps(stat[part])[:40]}, expected a number or null; {FIX}")
+    meta = data.get("meta") or {}
+    if not (isinstance(meta, dict) and all(isinstance(meta.get(part) or {}, dict) for part in ("data", "model"))):
+        raise UserError(f"baseline {path}: 'meta' is not an object with 'data' and 'model' objects; {FIX}")
     return data
 
 
@@ -75,8 +89,10 @@ def load_new(run_dir: Path) -> dict:
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; give the --out folder of a `simu-bench run`")
     board = build(run_dir)
-    if not board.rows:
-        raise UserError(f"{run_dir} holds no finished run; run `simu-bench run --out {run_dir}` first")
+    if not any(row.method != REFERENCE for row in board.rows):
+        held = "only the target's reference row" if board.rows else "no finished run"
+        raise UserError(f"{run_dir} holds {held}, no run of a method: nothing to compare, which is not a pass; "
+                        f"run the methods into it first (`simu-bench run --methods ... --out {run_dir}`)")
     return to_dict(board)
 
 
@@ -112,8 +128,14 @@ def compare(baseline: dict, new: dict, tolerance: float = 0.02) -> Comparison:
             after = (row["metrics"].get(key) or {}).get("mean")
             ci = (base["metrics"][key]).get("ci95")
             half, rule = (EXACT, "exact") if exact else (ci, "95% CI") if ci else (tolerance, "tolerance")
-            if after is None or abs(after - before) > half:
-                moved.append(Moved(method, key, before, after, before - half, before + half, rule))
+            # NaN compares false with everything: checked first, so that it can never pass
+            finite = after is not None and all(map(math.isfinite, (before, after, half)))
+            if not finite or abs(after - before) > half:
+                shown = NOT_A_NUMBER if after is not None and not finite else rule
+                moved.append(Moved(method, key, before, after, before - half, before + half, shown))
+    if not checks:
+        raise UserError(f"no metric of the new runs' methods ({', '.join(new_rows)}) has a baseline value: nothing "
+                        "compared, which is not a pass; compare against a leaderboard.json with these methods' metrics")
     return Comparison(moved, compared, sorted(set(base_rows) - set(new_rows)), checks)
 
 
@@ -127,7 +149,8 @@ def report(result: Comparison, fmt: str = "md") -> str:
     if result.moved:
         rows = [[m.method, m.metric, f"{m.baseline:.6f}", "—" if m.new is None else f"{m.new:.6f}",
                  "—" if m.new is None else f"{m.new - m.baseline:+.3g}",
-                 f"exact (±{EXACT:g})" if m.rule == "exact" else f"[{m.low:.4f}, {m.high:.4f}] ({m.rule})"]
+                 f"exact (±{EXACT:g})" if m.rule == "exact" else "a finite number on both sides"
+                 if m.rule == NOT_A_NUMBER else f"[{m.low:.4f}, {m.high:.4f}] ({m.rule})"]
                 for m in result.moved]
         headers = ["method", "metric", "baseline", "new", "change", "allowed"]
         lines.append(f"{len(result.moved)} of {result.checks} metrics moved beyond tolerance:")

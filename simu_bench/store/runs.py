@@ -87,13 +87,50 @@ def _redo(path: Path) -> str:
     return f"delete {path} to redo the run"
 
 
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _not_number(where: str, value) -> str | None:
+    """'where is VALUE, not a number' unless `value` is a number or null."""
+    return None if value is None or is_number(value) else f"{where} is {json.dumps(value)[:40]}, not a number"
+
+
+def _nested_problem(value, depth: int, where: str) -> str | None:
+    """The first place where `value` is not objects `depth` levels deep holding numbers (or null)."""
+    if depth == 0:
+        return _not_number(where, value)
+    if not isinstance(value, dict):
+        return f"{where} is {json.dumps(value)[:40]}, not an object"
+    return next(filter(None, (_nested_problem(v, depth - 1, f"{where}.{k}") for k, v in value.items())), None)
+
+
+def metrics_problem(metrics: dict) -> str | None:
+    """The first number the leaderboard reads from `metrics` that is not a number (or null); None when none."""
+    checks = [_not_number(key, metrics.get(key)) for key in ("final", "task_aggregate")]
+    for section, depth in (("components", 3), ("overall", 2)):
+        checks.append(_nested_problem(metrics.get(section) or {}, depth, section))
+    for section, key in (("mia", "score"), ("utility", "value")):
+        part = metrics.get(section) or {}
+        checks.append(_not_number(f"{section}.{key}", part.get(key)) if isinstance(part, dict)
+                      else f"{section} is not an object")
+    attacks = metrics.get("mia_attacks") or {}
+    checks.append(_nested_problem({name: {"score": (value or {}).get("score")} if isinstance(value, dict) else value
+                                   for name, value in attacks.items()}, 2, "mia_attacks")
+                  if isinstance(attacks, dict) else "mia_attacks is not an object")
+    return next(filter(None, checks), None)
+
+
 def check_metrics(metrics, path: Path) -> dict:
     """`metrics` (read from `path`) if it looks like an evaluation's metrics (a headline number), else UserError."""
     headline = [metrics.get(key) for key in ("task_aggregate", "final")] if isinstance(metrics, dict) else []
-    if not any(isinstance(value, (int, float)) and not isinstance(value, bool) for value in headline):
+    if not any(is_number(value) for value in headline):
         found = ", ".join(sorted(map(str, metrics))) if isinstance(metrics, dict) else type(metrics).__name__
         raise UserError(f"{path}: expected the metrics of a finished run (task_aggregate, components, ...), "
                         f"found {found or 'an empty object'}; {_redo(path.parent)}")
+    problem = metrics_problem(metrics)
+    if problem:
+        raise UserError(f"{path}: {problem}; expected the metrics `simu-bench run` writes; {_redo(path.parent)}")
     return metrics
 
 
@@ -146,13 +183,28 @@ class Run:
         status = self.status()
         return status is not None and status.get("status") in FINAL_STATUSES
 
+    def check_inside(self) -> None:
+        """Raise UserError when this run's folder (or its method's) is a symbolic link or lies outside
+        the run store: a rerun deletes and writes files there, which must never happen outside --out."""
+        out = self.path.parent if self.seed is None else self.path.parent.parent
+        for folder in {self.path.parent, self.path} - {out}:
+            if folder.is_symlink():
+                raise UserError(f"{folder} is a symbolic link (to {folder.resolve()}); run folders must be real "
+                                f"folders inside the run store {out}: remove the link (rm {folder}) or use another "
+                                "--out")
+        if self.path.exists() and not self.path.resolve().is_relative_to(out.resolve()):
+            raise UserError(f"{self.path} resolves to {self.path.resolve()}, outside the run store {out}; remove it "
+                            "or use another --out")
+
     def check_config(self, config: dict) -> None:
         """Raise UserError when this directory holds a finished run made with another config.
 
         An interrupted run (no status.json) holds no result to protect and is simply redone. A
         finished run's status and, when ok, its metrics must be usable (`read_status`), so that
-        `run` refuses a store edited by hand before it writes anything.
+        `run` refuses a store edited by hand before it writes anything. A run folder that is a
+        symbolic link is refused (`check_inside`).
         """
+        self.check_inside()
         path = self.file("config.json")
         if not path.exists() or read_status(self.path, metrics=True) is None:
             return
@@ -165,6 +217,7 @@ class Run:
 
     def begin(self, config: dict, environment: dict) -> None:
         """Start (or restart) the run: clear stale outputs, then write config and environment."""
+        self.check_inside()  # a link made since the checks must not send the deletions below elsewhere
         self.path.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             self.file(name).unlink(missing_ok=True)
@@ -228,9 +281,46 @@ def load_runs(out: Path) -> list[StoredRun]:
 TRAJECTORY_FILE = "trajectory.jsonl"  # written by `run --eval-every K` (simu_bench.pipeline.trajectory)
 
 
+POINT_NUMBERS = ("forget", "retain", "utility", "mia", "task_aggregate", "final", "seconds")  # number or null
+
+
+def _point_problem(row: dict) -> str | None:
+    """What is wrong with one trajectory point (see `simu_bench.pipeline.trajectory`); None when nothing."""
+    step, rows = row.get("step"), row.get("rows", "all")
+    if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+        return "no 'step'" if "step" not in row else f"'step' is {json.dumps(step)[:40]}, not a whole number >= 0"
+    if rows != "all" and not (isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1):
+        return f"'rows' is {json.dumps(rows)[:40]}, not \"all\" or a number of rows >= 1"
+    return next(filter(None, (_not_number(repr(key), row.get(key)) for key in POINT_NUMBERS)), None)
+
+
 def read_trajectory(run_dir: Path) -> list[dict] | None:
-    """The points of `run_dir`/trajectory.jsonl in order of step, or None when the run has none."""
+    """The points of `run_dir`/trajectory.jsonl in order of step, or None when the run has none.
+
+    A point of the wrong shape (a file edited by hand) is a UserError that names the line and says
+    to delete the run folder.
+    """
     path = Path(run_dir) / TRAJECTORY_FILE
     if not path.is_file():
         return None
-    return sorted((row for _, row in read_jsonl(path)), key=lambda row: row["step"])
+    points = read_jsonl(path)
+    for number, row in points:
+        problem = _point_problem(row)
+        if problem:
+            raise UserError(f"{path}:{number}: {problem}; expected a point of `simu-bench run --eval-every` "
+                            f"(step, forget, retain, ... as numbers); {_redo(Path(run_dir))}")
+    return sorted((row for _, row in points), key=lambda row: row["step"])
+
+
+def read_relearn(run_dir: Path) -> dict | None:
+    """`run_dir`/relearn.json (`simu_bench.evaluation.relearn`), checked; None when the run has none."""
+    path = Path(run_dir) / RELEARN_FILE
+    if not path.is_file():
+        return None
+    record = read_json(path, _redo(Path(run_dir)), expect=dict)
+    problem = next(filter(None, (_not_number(repr(key), record.get(key)) for key in ("forget_before", "forget_after"))),
+                   None)
+    if problem:
+        raise UserError(f"{path}: {problem}; expected the record of `simu-bench run --relearn STEPS`; "
+                        f"{_redo(Path(run_dir))}")
+    return record

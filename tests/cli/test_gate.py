@@ -6,40 +6,15 @@ Each store is written by hand (raw JSON files): a reference row and fo_graddiff 
 leaderboard.json that `simu-bench leaderboard --format json` writes from such a store.
 """
 
-import json
 from pathlib import Path
 
 import pytest
+from store_helpers import FINALS, make_store
 
 from simu_bench.cli import main
 
 RESULTS = Path(__file__).resolve().parents[2] / "results" / "leaderboard.json"
-FINALS = (0.50, 0.52, 0.54)
 HALF_WIDTH = 4.302652729749464 * 0.02 / 3 ** 0.5  # 0.049684
-
-
-def _write(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value) + "\n")
-
-
-def _metrics(final: float, forget: float = 0.1) -> dict:
-    cells = lambda value: {t: {"regurgitation": value, "knowledge": value} for t in ("Task1", "Task2", "Task3")}  # noqa: E731
-    return {"components": {"forget": cells(forget), "retain": cells(0.9)}, "task_aggregate": 0.8,
-            "mia": {"auc": 0.6, "score": 0.8}, "utility": {"name": "world_facts", "value": 0.7}, "final": final}
-
-
-def make_store(out: Path, finals=FINALS, data_sha="d" * 16, forget=0.1, methods=("fo_graddiff",)) -> Path:
-    """A run store: `target` plus each of `methods` with one seed per entry of `finals`."""
-    runs = {("target", None): _metrics(0.4, forget=1.0)}
-    runs.update({(method, seed): _metrics(final, forget) for method in methods for seed, final in enumerate(finals)})
-    for (method, seed), metrics in runs.items():
-        folder = out / method / ("" if seed is None else f"seed{seed}")
-        config = {"method": method, "seed": seed, "data": {"sha256": data_sha}, "model": {"sha256": "m" * 16}}
-        _write(folder / "config.json", {"hash": "h" * 16, "config": config})
-        _write(folder / "metrics.json", metrics)
-        _write(folder / "status.json", {"status": "ok", "method": method, "seed": seed, "error": None})
-    return out
 
 
 @pytest.fixture
