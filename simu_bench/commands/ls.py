@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from simu_bench.errors import UserError
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -22,11 +24,11 @@ def main(args) -> int:
     from simu_bench.unlearning import registry
 
     rows = []
-    for name in registry.names():
+    for name in registry.loadable():  # a broken plugin is left out with its one line on stderr
         cls = registry.get(name)
         try:
             config = str(registry.config_path(name))
-        except Exception as error:  # a method without a shipped YAML still lists
+        except UserError as error:  # a method without a shipped YAML still lists
             config = f"({error})"
         rows.append([name, cls.paper or "—", config])
     print("Methods (run with `simu-bench run --methods NAME`):\n")

@@ -23,7 +23,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simu_bench.errors import UserError, did_you_mean
+from simu_bench.errors import UserError
 from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
 from simu_bench.evaluation.relearn import DEFAULT_FRACTION, LR, check_fraction, check_steps
 from simu_bench.pipeline.flags import add_flags, command_words, flag, positive, values_from
@@ -43,15 +43,17 @@ def resolve_methods(text: str, flag: str = "--methods") -> tuple[str, ...]:
 
     available = registry.names()
     if text.strip() == "all":
-        return tuple(available)
+        return tuple(registry.loadable())  # a broken plugin is left out with a warning, not the others
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise UserError(
             f"{flag} {text!r} names no method; expected 'all' or a comma-separated list of: {', '.join(available)}"
         )
     for name in names:
-        if name not in available:
-            raise UserError(f"{flag}: unknown method {name!r}{did_you_mean(name, available)}")
+        try:
+            registry.get(name)  # unknown, or a plugin that is broken or misnamed: one line, before anything is done
+        except UserError as error:
+            raise UserError(f"{flag}: {error}") from None
     return tuple(dict.fromkeys(names))
 
 

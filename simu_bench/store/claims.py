@@ -109,6 +109,22 @@ def _owner_file(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def make_folder(folder: Path, what: str) -> None:
+    """Create the claims folder; UserError when it cannot be made, or is a file or a symbolic link."""
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        kind = "a symbolic link" if folder.is_symlink() else "a file"
+        raise UserError(f"cannot create {folder} (it is {kind}, not a folder) to claim {what}: the run store keeps "
+                        f"the claims of its runs there; remove it (rm {folder}) or choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"cannot create {folder} ({error.strerror or error}) to claim {what}; fix the run store's "
+            f"permissions or choose another --out"
+        ) from None
+
+
 def claim(path: Path, what: str = "the run") -> Claim:
     """Try to claim the run whose claim lives at ``path`` (`claim_path`) without waiting.
 
@@ -116,13 +132,7 @@ def claim(path: Path, what: str = "the run") -> Claim:
     written; ``what`` names the run in that message.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(
-            f"cannot create {path.parent} ({error.strerror or error}) to claim {what}; fix the run store's "
-            f"permissions or choose another --out"
-        ) from None
+    make_folder(path.parent, what)
     lock = _file_lock(_lock_file(path), timeout=0)
     if not _acquire(lock, _lock_file(path), what):
         return Claim(path, held=False, owner=owner_text(read_claim(path)) or "another worker")
@@ -160,7 +170,7 @@ def leaderboard_lock(out: Path, timeout: float = 600.0):
     Raises UserError when it cannot be created, or is not free within ``timeout`` seconds.
     """
     path = Path(out) / FOLDER / "leaderboard.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "the leaderboard")
     lock = _file_lock(path, timeout=timeout)
     if not _acquire(lock, path, "the leaderboard"):
         raise UserError(f"{path} stayed locked for {timeout:.0f} s; another worker is stuck writing the leaderboard")

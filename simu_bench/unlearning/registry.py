@@ -6,7 +6,10 @@ A method in another package registers itself through the entry-point group
 ``simu_bench.methods`` (in its pyproject.toml: ``[project.entry-points."simu_bench.methods"]
 my_method = "my_package.my_method:MyMethod"``); its class names its YAML in
 ``config_resource = ("my_package", "my_method.yaml")``. Modules are imported only when a method
-is asked for, so a broken method cannot break the others.
+is asked for, so a broken method cannot break the others: a plugin that cannot be imported, names
+no class or a class that is not an `Unlearner` is refused with one line naming its entry point and
+package, and `loadable` (``--methods all``, ``ls``) leaves it out with that line as a warning.
+Method names become folder names in the run store, so only names of ``[a-z0-9_]`` are registered.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.resources
+import re
+import sys
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,34 +51,95 @@ METHODS: dict[str, tuple[str, str]] = {
     "simu_forget_only": ("simu_bench.simu.method:Simu", "simu_bench.simu:simu_forget_only.yaml"),
 }
 ENTRY_POINT_GROUP = "simu_bench.methods"
+NAME = re.compile(r"[a-z0-9_]+")  # a method name is a folder name of the run store: nothing else gets in
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """One entry point of the group: ``name = value`` ("module:Class") declared by ``package``."""
+
+    name: str
+    value: str
+    package: str
+
+    def error(self, problem: str) -> UserError:
+        return UserError(
+            f"method plugin {self.name!r} (entry point `{self.name} = {self.value}` of package {self.package}, "
+            f"group {ENTRY_POINT_GROUP}): {problem}; fix the package or uninstall it (pip uninstall {self.package})"
+        )
 
 
 @lru_cache(maxsize=1)
-def _plugins() -> dict[str, str]:
-    """Methods other installed packages register: name -> "module:Class"."""
+def _plugins() -> dict[str, Plugin]:
+    """Entry points other installed packages declare, by name (without importing anything)."""
     found = {}
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if entry.name not in METHODS:  # a plugin never shadows a method of this project
-            found[entry.name] = entry.value
+            package = getattr(getattr(entry, "dist", None), "name", None) or "of unknown name"
+            found[entry.name] = Plugin(entry.name, entry.value, package)
     return found
 
 
 def names() -> list[str]:
-    """Registered method names (this project's and installed plugins'), sorted."""
-    return sorted({*METHODS, *_plugins()})
+    """Registered method names (this project's and installed plugins' with a valid name), sorted."""
+    return sorted({*METHODS, *(name for name in _plugins() if NAME.fullmatch(name))})
 
 
 def _check_known(name: str) -> None:
-    if name not in METHODS and name not in _plugins():
+    plugin = _plugins().get(name)
+    if plugin is not None and not NAME.fullmatch(name):
+        raise plugin.error("its name is not made of a-z, 0-9 and _ only, and method names become folder names of "
+                           "the run store; rename the entry point")
+    if name not in METHODS and plugin is None:
         raise UserError(f"unknown method {name!r}{did_you_mean(name, names())}")
+
+
+def _load_plugin(plugin: Plugin) -> type:
+    """The class a plugin's entry point names, checked to be an `Unlearner`; its one-line error otherwise."""
+    from simu_bench.unlearning.unlearner import Unlearner
+
+    module_name, _, class_name = plugin.value.partition(":")
+    try:
+        module = importlib.import_module(module_name.strip())
+    except (Exception, SystemExit) as error:  # whatever its import raises is the plugin's fault, not the run's
+        text = (str(error).strip().splitlines() or [""])[0]
+        raise plugin.error(f"importing {module_name.strip()} failed ({type(error).__name__}: {text})") from None
+    cls = getattr(module, class_name.strip(), None) if class_name.strip() else None
+    if cls is None:
+        raise plugin.error(f"module {module_name.strip()} has no class {class_name.strip()!r}"
+                           if class_name.strip() else "it names a module, expected module:Class")
+    if not (isinstance(cls, type) and issubclass(cls, Unlearner)):
+        raise plugin.error(f"{plugin.value} is not an Unlearner (a subclass of "
+                           "simu_bench.unlearning.unlearner.Unlearner)")
+    resource = getattr(cls, "config_resource", None)
+    if resource is not None and not (isinstance(resource, tuple) and len(resource) == 2
+                                     and all(isinstance(part, str) for part in resource)):
+        raise plugin.error("its config_resource is not a (package, file name) pair of strings")
+    return cls
 
 
 def get(name: str) -> type:
     """The `Unlearner` class registered as ``name``; `UserError` with suggestions otherwise."""
     _check_known(name)
-    target = METHODS[name][0] if name in METHODS else _plugins()[name]
-    module_name, _, class_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    if name in METHODS:
+        module_name, _, class_name = METHODS[name][0].partition(":")
+        return getattr(importlib.import_module(module_name), class_name)
+    return _load_plugin(_plugins()[name])
+
+
+def loadable(warn=None) -> list[str]:
+    """Every registered method that loads (`--methods all`); each plugin that does not is left out
+    with its one line passed to ``warn`` (default: printed on stderr as a warning)."""
+    warn = warn or (lambda line: print(f"warning: {line}; left out", file=sys.stderr))
+    usable = []
+    for name in sorted({*METHODS, *_plugins()}):
+        try:
+            get(name)
+        except UserError as error:
+            warn(str(error))
+            continue
+        usable.append(name)
+    return usable
 
 
 def options_type(name: str) -> type:
@@ -88,8 +155,14 @@ def config_path(name: str) -> Path:
     else:
         resource = getattr(get(name), "config_resource", None)
         if not resource:
-            raise UserError(f"method {name!r} ships no config file; pass a YAML path instead")
+            raise UserError(f"method {name!r} ships no config file (its class sets no config_resource); "
+                            "pass a YAML path instead")
         package, filename = resource
+        try:
+            return Path(str(importlib.resources.files(package) / filename))
+        except (ImportError, TypeError) as error:
+            raise _plugins()[name].error(f"its config_resource names package {package!r}, which cannot be "
+                                         f"imported ({type(error).__name__})") from None
     return Path(str(importlib.resources.files(package) / filename))
 
 
