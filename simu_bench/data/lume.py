@@ -1,7 +1,8 @@
 """The LUME data layer: load a LUME directory into typed, validated records.
 
 A LUME directory holds `forget.jsonl` and `retain.jsonl` (or `.parquet`; rows `id`, `input`,
-`output`, `task`, optionally `split`), optional MIA files `member.jsonl` / `nonmember.jsonl`
+`output`, `task`, optionally `split`; the retain file may be empty or absent, for methods without
+a retain term, and the pipeline refuses it for the others), optional MIA files `member.jsonl` / `nonmember.jsonl`
 (rows `id`, `document`) and, for the embedded benchmark, `world_facts.jsonl` (rows `id`,
 `input`, `output`): the utility questions that stand in for MMLU.
 
@@ -161,6 +162,13 @@ def load_documents(path: Path, membership: str) -> tuple[Document, ...]:
     return tuple(documents)
 
 
+def has_retain(root) -> bool:
+    """True when the LUME folder `root` holds at least one retain row (methods without a retain
+    term, such as grad_ascent, run on a folder whose retain file is empty or absent)."""
+    path = _find(Path(root), "retain")
+    return path is not None and bool(load_examples(path, "retain"))
+
+
 def check_data_dir(path, flag: str = "--data") -> None:
     """A data folder given on the command line must exist (its files are checked when read)."""
     if path is not None and not Path(path).is_dir():
@@ -178,12 +186,12 @@ def load_lume(root: str | Path) -> LumeData:
     splits = {}
     for split in SPLITS:
         path = _find(root, split)
-        if path is None:
+        if path is None and split == "forget":
             raise UserError(
-                f"{root}: missing {split}.jsonl (or {split}.parquet); a LUME folder needs forget and retain files"
+                f"{root}: missing {split}.jsonl (or {split}.parquet); a LUME folder needs a forget file"
             )
-        splits[split] = load_examples(path, split)
-        if not splits[split]:
+        splits[split] = load_examples(path, split) if path is not None else ()
+        if not splits[split] and split == "forget":
             raise UserError(f"{path}: the {split} set is empty; expected at least one row")
     member, nonmember = (_find(root, stem) for stem in ("member", "nonmember"))
     documents = {

@@ -14,7 +14,7 @@ import hashlib
 import time
 from pathlib import Path
 
-from simu_bench.data.lume import check_data_dir
+from simu_bench.data.lume import check_data_dir, has_retain
 from simu_bench.errors import UserError
 from simu_bench.evaluation import relearn
 from simu_bench.evaluation.backends import check_backend
@@ -25,6 +25,7 @@ from simu_bench.store.runs import REFERENCE, Run, check_writable
 from simu_bench.target_model.build import check_device, check_model, prepare
 from simu_bench.unlearning.config import parse_override
 from simu_bench.unlearning.distributed import check_gradient_checkpointing_of
+from simu_bench.unlearning.loop import check_precision, check_retain
 from simu_bench.unlearning.registry import load_config
 
 
@@ -104,6 +105,10 @@ def check_inputs(plan: Plan) -> dict[str, object]:
     check_data_dir(plan.data)
     check_model(plan.model)  # config, weight headers and tokenizer files, without loading the weights
     check_device(plan.device)
+    for config in configs.values():
+        check_precision(config, plan.device)
+    if plan.data is not None:  # the embedded data always has retain rows
+        check_retain(configs.values(), has_retain(plan.data), str(plan.data))
     check_utility_tasks(plan.utility_tasks)
     check_writable(plan.out)
     return configs

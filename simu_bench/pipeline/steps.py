@@ -21,7 +21,7 @@ from simu_bench.evaluation.relearn import relearn
 from simu_bench.files import atomic_write_json, write_jsonl
 from simu_bench.leaderboard.board import REFERENCE_LABEL, run_values
 from simu_bench.pipeline.plan import Plan
-from simu_bench.pipeline.trajectory import Trajectory, subset
+from simu_bench.pipeline.trajectory import Trajectory, measured_rows, subset
 from simu_bench.store.runs import Run
 
 
@@ -140,7 +140,7 @@ def trajectory_for(plan: Plan, data):
     if plan.eval_rows:  # a seeded subset of forget and retain rows; --utility-tasks left out
         rows = subset(data, plan.eval_rows)
         return Trajectory(plan.eval_every, lambda model, tokenizer: evaluate_model(
-            model, tokenizer, rows, plan, utility_tasks=False, early_stop=True).to_dict(), plan.eval_rows)
+            model, tokenizer, rows, plan, utility_tasks=False, early_stop=True).to_dict(), measured_rows(rows))
     return Trajectory(plan.eval_every, lambda model, tokenizer: evaluate_model(
         model, tokenizer, data, plan, early_stop=True).to_dict())
 

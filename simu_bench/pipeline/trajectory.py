@@ -15,7 +15,8 @@ not a second evaluation). Each row:
 each task), as `tradeoff.png` computes them; `utility`, `mia` (the MIA score), `final` are null
 where the evaluation has none. `rows` is "all", or N for a point measured on the `--eval-rows N`
 subset: N forget and N retain rows, spread evenly over the (task, kind) cells and drawn with a
-fixed seed, so every run and method is measured on the same rows. A subset point keeps the MIA
+fixed seed, so every run and method is measured on the same rows. N is what was measured: a split
+with fewer rows than asked gives all of them, and N is then the larger split's size. A subset point keeps the MIA
 documents and the data folder's world facts whole and leaves out `--utility-tasks` (utility null
 there on real LUME, which has no world facts). The final point is always the whole evaluation.
 
@@ -74,6 +75,11 @@ def subset(data, rows: int, seed: int = SUBSET_SEED):
         return tuple(e for e in examples if e.id in chosen)  # in the data's order
 
     return replace(data, forget=pick(data.forget), retain=pick(data.retain))
+
+
+def measured_rows(rows) -> int:
+    """N of a subset's points as measured (`subset`): the rows per split, at most what was asked."""
+    return max(len(rows.forget), len(rows.retain))
 
 
 class Trajectory:

@@ -62,6 +62,36 @@ def _call(hooks: list, name: str, state: LoopState) -> None:
             method(state)
 
 
+# Why float16 training fails here, whatever the learning rate: there is no loss scaling, and
+# AdamW's eps (1e-8) rounds to 0 in float16, so a parameter whose gradient is zero (an unused
+# token's embedding) gets 0 / 0 = NaN at the first step and the loss is NaN at the second.
+FLOAT16 = ("float16 has no loss scaling here and AdamW's eps (1e-8) rounds to 0 in it, so a weight whose gradient is "
+           "zero becomes 0/0 = NaN at the first step, whatever the learning rate")
+
+
+def check_precision(config, device: str) -> None:
+    """Refuse training in float16 on a CPU before anything runs (see FLOAT16)."""
+    if config.train.dtype == "float16" and torch.device(device).type == "cpu":
+        raise UserError(f"{config.method}: train.dtype float16 on {device}: {FLOAT16}; train in bfloat16 (--dtype "
+                        "bfloat16: float32's range, half the memory) or float32")
+
+
+def check_retain(configs, retain_rows: int, where: str) -> None:
+    """Refuse, before anything runs, every method of ``configs`` whose loss has a retain term when
+    the data (at ``where``) has no retain rows; methods without one (grad_ascent) run on it."""
+    from simu_bench.unlearning import registry
+
+    if retain_rows:
+        return
+    needing = [config.method for config in configs if registry.get(config.method).uses_retain]
+    if needing:
+        free = [name for name in registry.names() if not registry.get(name).uses_retain]
+        also = f" (so do {', '.join(needing[1:])})" if needing[1:] else ""
+        raise UserError(f"{needing[0]} needs a retain set (its loss has a retain term){also}, and {where} has no "
+                        f"retain rows (retain.jsonl empty or absent); add retain rows, or run only methods without a "
+                        f"retain term ({', '.join(free) or 'none is registered'})")
+
+
 def cast(model: torch.nn.Module, dtype: str) -> None:
     """Cast ``model``'s floating-point weights to ``dtype`` ("float32", "bfloat16", "float16"); "auto" keeps them."""
     if dtype != "auto":
@@ -221,6 +251,8 @@ class Session:
         total = 0.0
         where = f"step {state.step + 1} (epoch {state.epoch + 1})"
         advice = "the model is left as after the previous step; lower optimizer.lr or gamma"
+        if any(p.dtype == torch.float16 for p in self.params):  # the learning rate is not to blame (FLOAT16)
+            advice = f"the model is left as after the previous step; {FLOAT16}: train in bfloat16 or float32"
         for batch in group:
             if self.device.type != "cpu":
                 retain = None if batch.retain is None else batch.retain.to(self.device)

@@ -165,12 +165,25 @@ def test_missing_directory(tmp_path):
     assert str(tmp_path / "nowhere") in message and "forget.jsonl" in message
 
 
-@pytest.mark.parametrize("split", ["forget", "retain"])
-def test_missing_file(tmp_path, split):
+def test_missing_forget_file(tmp_path):
     make_dir(tmp_path)
-    (tmp_path / f"{split}.jsonl").unlink()
+    (tmp_path / "forget.jsonl").unlink()
     message = error_of(tmp_path)
-    assert str(tmp_path) in message and f"{split}.jsonl" in message and f"{split}.parquet" in message
+    assert str(tmp_path) in message and "forget.jsonl" in message and "forget.parquet" in message
+
+
+@pytest.mark.parametrize("how", ["absent", "blank"])
+def test_a_folder_without_retain_rows_loads_with_none(tmp_path, how):
+    """Methods without a retain term (grad_ascent) run on it; the pipeline refuses the others."""
+    from simu_bench.data.lume import has_retain
+
+    make_dir(tmp_path)
+    if how == "absent":
+        (tmp_path / "retain.jsonl").unlink()
+    else:
+        write_lines(tmp_path / "retain.jsonl", ["", "  "])
+    data = load_lume(tmp_path)
+    assert data.retain == () and len(data.forget) == len(FORGET) and not has_retain(tmp_path)
 
 
 def test_malformed_json_line(tmp_path):
@@ -237,12 +250,11 @@ def test_duplicate_id(tmp_path):
     assert f"{tmp_path / 'forget.jsonl'}:{len(rows)}:" in message and "field 'id'" in message and "line 2" in message
 
 
-@pytest.mark.parametrize("split", ["forget", "retain"])
-def test_empty_set(tmp_path, split):
+def test_empty_forget_set(tmp_path):
     make_dir(tmp_path)
-    write_lines(tmp_path / f"{split}.jsonl", ["", "  "])  # blank lines only
+    write_lines(tmp_path / "forget.jsonl", ["", "  "])  # blank lines only
     message = error_of(tmp_path)
-    assert str(tmp_path / f"{split}.jsonl") in message and f"{split} set is empty" in message
+    assert str(tmp_path / "forget.jsonl") in message and "forget set is empty" in message
 
 
 @pytest.mark.parametrize("name", ["member", "nonmember"])
