@@ -62,6 +62,19 @@ class Rmu(Unlearner):
     retain_weight = "alpha"
     uses_reference = True
 
+    @classmethod
+    def check_config(cls, config, model=None) -> list[str]:
+        """With the target's shape: its family is mapped and options.layer is one of its layers."""
+        if model is None:
+            return []
+        problems = attribution.unsupported(model.model_type)
+        layer = config.options.layer
+        if layer is not None and layer >= model.layers:
+            problems.append(f"options.layer: got {layer}, expected a decoder layer in 0..{model.layers - 1} (the "
+                            f"model has {model.layers} layers); set options.layer in range, or null for the paper's "
+                            "relative depth")
+        return problems
+
     def prepare(self, model, tokenizer, data) -> None:
         family = attribution.model_family(model)
         if family not in attribution.FAMILIES:

@@ -72,6 +72,19 @@ class SelectivePruning(Unlearner):
     Options = SelectivePruningOptions
     trains = False
 
+    @classmethod
+    def check_config(cls, config, model=None) -> list[str]:
+        """With the target's shape: its family is mapped and ``fraction`` prunes at least one unit."""
+        if model is None:
+            return []
+        problems = attribution.unsupported(model.model_type)
+        units = model.layers * model.units
+        if config.options.fraction * units < 1:
+            problems.append(f"options.fraction: got {config.options.fraction:g}, less than one of the model's {units} "
+                            f"MLP units ({model.layers} layers x {model.units}), which would be rounded up to one; "
+                            f"expected at least 1/{units} = {1 / units:.3g}")
+        return problems
+
     def prepare(self, model, tokenizer, data) -> None:
         self._projections = attribution.down_projections(model)
         was_training = model.training

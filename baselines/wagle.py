@@ -87,6 +87,13 @@ class Wagle(Unlearner):
     Options = WagleOptions
     retain_weight = "gamma"
 
+    @classmethod
+    def check_config(cls, config, model=None) -> list[str]:
+        """With the target's shape: candidates by layer need a model family the attribution maps."""
+        if model is None or config.options.candidates == "all":
+            return []
+        return attribution.unsupported(model.model_type)
+
     def __init__(self, config):
         super().__init__(config)
         self.masks: dict[str, torch.Tensor] = {}

@@ -26,7 +26,7 @@ from simu_bench.target_model.build import check_device, check_model, prepare
 from simu_bench.unlearning.config import parse_override
 from simu_bench.unlearning.distributed import check_gradient_checkpointing_of
 from simu_bench.unlearning.loop import check_precision, check_retain
-from simu_bench.unlearning.registry import load_config
+from simu_bench.unlearning.registry import check_fit, load_config
 
 
 def overrides_for(method: str, overrides: tuple[str, ...], methods: tuple[str, ...]) -> list[str]:
@@ -180,7 +180,9 @@ def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, un
 
 
 def plan_runs(plan: Plan, resolved: Resolved, configs: dict) -> list[Run]:
-    """The reference run and every (method, seed) run, each config checked against its directory."""
+    """The reference run and every (method, seed) run, each config checked against the model
+    (`registry.check_fit`: options against its config.json) and against its directory."""
+    check_fit(configs.values(), resolved.model)  # before the target is evaluated and anything is written
     runs = [Run.at(plan.out, REFERENCE, None)]
     resolved.configs[(REFERENCE, None)] = run_config(plan, resolved, REFERENCE, None, None)
     for method in plan.methods:

@@ -217,10 +217,12 @@ def run_tune(tp: TunePlan, say=print) -> dict:
     """Tune every method of the plan; write tuned configs and the reports; return tune.json's content."""
     from simu_bench.data.lume import load_lume
     from simu_bench.store.environment import environment
+    from simu_bench.unlearning.registry import check_fit, load_config
 
     raws, spaces = check_tune(tp)
     with torch_settings(tp.run):
         resolved = prepare_inputs(tp.run)
+        check_fit([load_config(raw) for raw in raws.values()], resolved.model)  # before any trial is written
         data, env = load_lume(resolved.data_dir), environment(tp.run.device)
         results = {m: tune_method(tp, m, raws[m], spaces[m], resolved, data, env, say) for m in tp.run.methods}
     for method, result in results.items():

@@ -113,6 +113,16 @@ class DownProjection:
         return self.module.weight.shape[self.unit_dim]
 
 
+def unsupported(model_type: str) -> list[str]:
+    """[the problem] when the neuron attribution (SIMU, WAGLE, RMU, selective pruning) cannot map
+    a model of ``model_type`` (from its config.json), else []."""
+    if model_type in FAMILIES:
+        return []
+    return [f"model family {model_type!r} is not mapped to its layers and MLP down projections; expected one of: "
+            f"{', '.join(sorted(FAMILIES))}; to add one, map its model_type in FAMILIES in "
+            "simu_bench/simu/attribution.py"]
+
+
 def model_family(model) -> str:
     return getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
 

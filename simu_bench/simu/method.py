@@ -111,16 +111,23 @@ class Simu(Unlearner):
         return getattr(self.options, "loss", "graddiff") == "graddiff"
 
     @classmethod
-    def check_config(cls, config) -> list[str]:
-        problems = []
+    def check_config(cls, config, model=None) -> list[str]:
+        """The optimizer and the mask file; with the target's shape, also that the mask fits it."""
+        problems = attribution.unsupported(model.model_type) if model is not None else []
         if config.optimizer.name != "sophiag":
             problems.append(f"optimizer.name: got {config.optimizer.name!r}, expected 'sophiag' (SIMU masks "
                             "SophiaG's momentum, curvature and weights): leave optimizer.name as sophiag")
         if config.options.mask_path:
             try:
-                CriticalMask.load(Path(config.options.mask_path).expanduser())
+                mask = CriticalMask.load(Path(config.options.mask_path).expanduser())
             except UserError as error:
                 problems.append(f"options.mask_path: {error}; or set options.mask_path=null to compute the mask")
+                return problems
+            found, expected = tuple(mask.selected.shape), model and (model.layers, model.units)
+            if model is not None and (found != expected or mask.family != model.model_type):
+                problems.append(f"options.mask_path {config.options.mask_path}: mask of a {mask.family!r} model with "
+                                f"(layers, units) {found}; this {model.model_type!r} model has {expected}; use a mask "
+                                "saved by a run on the same target, or set options.mask_path=null to compute one")
         return problems
 
     def __init__(self, config):

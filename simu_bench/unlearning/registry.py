@@ -192,6 +192,27 @@ def load_config(source, overrides=(), *, reference: bool = False) -> UnlearnConf
     return config
 
 
+def check_fit(configs, model: str) -> None:
+    """Refuse, before the target is evaluated, every config whose options do not fit the model
+    ``model`` (read from its config.json: layer count, widths), one line for all problems."""
+    import inspect
+
+    from simu_bench.unlearning.unlearner import ModelShape
+
+    shape = ModelShape.of(model)
+    if shape is None:
+        return
+    problems = []
+    for config in configs:
+        check = get(config.method).check_config
+        if "model" in inspect.signature(check).parameters:  # a plugin's older check_config takes the config only
+            problems += [f"{config.method}: {problem}" for problem in check(config, model=shape)]
+    if problems:
+        head = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+        where = f"{shape.model_type} model {model} ({shape.layers} layers, MLP width {shape.units})"
+        raise UserError(f"{head} with the {where}: " + "; ".join(problems))
+
+
 def create(name_or_config, overrides=(), *, reference: bool = False):
     """Build an unlearner from a method name, a YAML path or an `UnlearnConfig`."""
     config = name_or_config

@@ -32,6 +32,39 @@ from simu_bench.unlearning.config import NoOptions, UnlearnConfig
 from simu_bench.unlearning.optimizers import build_optimizer
 
 
+@dataclass(frozen=True)
+class ModelShape:
+    """A model's shape as its config.json states it (no weights loaded), for `Unlearner.check_config`.
+
+    ``units`` is the MLP width (d_ff): the units of SIMU's and selective pruning's masks.
+    """
+
+    name: str  # the model folder or hub id, for messages
+    model_type: str
+    layers: int
+    hidden: int
+    units: int
+
+    @classmethod
+    def of(cls, model: str) -> "ModelShape | None":
+        """The shape of the model folder or hub id ``model``; None when its config cannot be read
+        without loading weights or a network (each method's ``prepare`` then checks the loaded model)."""
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(str(model))
+        except Exception:  # a hub id not in the local cache, offline: nothing to check against yet
+            return None
+        config = getattr(config, "get_text_config", lambda: config)()
+        hidden = getattr(config, "hidden_size", None)
+        units = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or (
+            4 * hidden if config.model_type == "gpt2" and hidden else None)
+        layers = getattr(config, "num_hidden_layers", None)
+        if not all(isinstance(v, int) for v in (hidden, units, layers)):
+            return None
+        return cls(str(model), config.model_type, layers, hidden, units)
+
+
 @dataclass
 class LoopState:
     """What hooks see: the live objects of the run and where it is."""
@@ -93,10 +126,13 @@ class Unlearner:
         return self.config.method
 
     @classmethod
-    def check_config(cls, config: UnlearnConfig) -> list[str]:
+    def check_config(cls, config: UnlearnConfig, model: ModelShape | None = None) -> list[str]:
         """Problems of ``config`` that only this method knows (an optimizer it cannot use, a
         file an option names), one line each; [] when none. `registry.load_config` reports them
-        with the config's other problems, so `validate` and `run` refuse them before any model loads."""
+        with the config's other problems, so `validate` and `run` refuse them before any model loads.
+        With ``model`` (the target's shape from its config.json), also what does not fit it (a
+        layer beyond its depth, a mask of another width): `registry.check_fit` asks before the
+        target is evaluated and before anything is written."""
         return []
 
     # -- setup -------------------------------------------------------------------------------
