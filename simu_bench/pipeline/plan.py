@@ -76,6 +76,13 @@ def check_seed(seed: int, flag: str = "--seed") -> None:
                         "the range numpy's generator accepts")
 
 
+def _size(name: str, flag: str) -> None:
+    """A known target size (`simu_bench.target_model.sizes`), with suggestions otherwise."""
+    from simu_bench.target_model.sizes import target_config
+
+    target_config(name)
+
+
 def _tasks(text: str, name: str) -> tuple[str, ...] | None:
     """The comma-separated lm-eval task names, parsed once."""
     return tuple(task.strip() for task in text.split(",") if task.strip()) or None
@@ -126,6 +133,9 @@ class Plan:
         "evaluate in this dtype (default: the dtype the run trained in)", choices=DTYPES, renamed={"eval": "--dtype"},
         per={"eval": {"help": "evaluate the model in this dtype (default: float32; auto: the checkpoint's; the "
                               "official scorer used bfloat16)"}}))
+    size: str | None = field(default=None, metadata=flag(  # the model's fingerprint holds the shape
+        "shape of the embedded target: tiny (the default), small or medium (see `simu-bench prepare --size`); "
+        "not with --model", commands=("run", "tune"), metavar="NAME", check=_size))
     device: str = field(default="cpu", metadata=flag("torch device (default: cpu)"))
     threads: int | None = field(default=None, metadata=flag(  # None: 1 for the embedded target, else torch's
         "torch CPU threads (default: 1 for the embedded target, whose small matrices run fastest on one thread; "

@@ -23,6 +23,7 @@ from simu_bench.pipeline.flags import identity
 from simu_bench.pipeline.plan import Plan, Resolved
 from simu_bench.store.runs import REFERENCE, Run, check_writable
 from simu_bench.target_model.build import check_device, check_model, prepare
+from simu_bench.target_model.sizes import DEFAULT_SIZE, check_memorised, target_config
 from simu_bench.unlearning.config import parse_override
 from simu_bench.unlearning.distributed import check_gradient_checkpointing_of
 from simu_bench.unlearning.loop import check_precision, check_retain
@@ -101,6 +102,7 @@ def check_inputs(plan: Plan) -> dict[str, object]:
     if plan.gradient_checkpointing and plan.model is not None:
         check_gradient_checkpointing_of(plan.model)
     check_backend(plan.backend, plan.strict)
+    check_size(plan.size, plan.model)
     configs = load_method_configs(plan.methods, plan.overrides, plan.config_dir)
     check_data_dir(plan.data)
     check_model(plan.model)  # config, weight headers and tokenizer files, without loading the weights
@@ -112,6 +114,16 @@ def check_inputs(plan: Plan) -> dict[str, object]:
     check_utility_tasks(plan.utility_tasks)
     check_writable(plan.out)
     return configs
+
+
+def check_size(size: str | None, model: str | None) -> None:
+    """`--size` names a shape of the embedded target: known, and never with `--model` (which has its own)."""
+    if size is None:
+        return
+    if model is not None:
+        raise UserError(f"--size {size} with --model {model}: a given model has its own shape; "
+                        "drop --size to run on that model, or drop --model to build the embedded target of that size")
+    target_config(size)
 
 
 def fingerprint(path: Path, whole_below: int = 64 << 20) -> str:
@@ -135,7 +147,9 @@ def prepare_inputs(plan: Plan) -> Resolved:
 
     started = time.perf_counter()
     if plan.model is None:  # the embedded target, trained on the default or on --data's subset
-        prepared = prepare(plan.data, progress=not plan.quiet)
+        prepared = prepare(plan.data, target=target_config(plan.size or DEFAULT_SIZE), progress=not plan.quiet)
+        if plan.size is not None:
+            check_memorised(plan.size, prepared.info)
         data_dir, model = prepared.data_dir, str(prepared.target_dir)
     elif plan.data is None:  # a given model on the embedded data
         data_dir, model = prepare(None, progress=not plan.quiet).data_dir, plan.model
