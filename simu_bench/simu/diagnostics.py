@@ -19,7 +19,8 @@ Every method with a SIMU mask writes them as `mask.json` beside `mask.safetensor
 
 Cost: the stability check is one more attribution of the forget rows (half of SIMU's attribution of
 forget + retain); the causal check is 2 + `RANDOM_DRAWS` forward passes over the forget rows and 2
-over the retain rows, no backward.
+over the retain rows, no backward, batched as attribution's copies are (every variant of a batch
+of rows in one pass).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 
 import torch
 
-from simu_bench.data.pairing import collate
+from simu_bench.data.pairing import Encoded, collate
 from simu_bench.simu import attribution
 from simu_bench.simu.masks import CriticalMask, build_mask, random_selection
 from simu_bench.unlearning.losses import example_nll
@@ -89,16 +90,17 @@ def stability(model, tokenizer, data, mask: CriticalMask, retain_scores: torch.T
 
 
 @contextmanager
-def units_zeroed(model, zeroed: torch.Tensor):
-    """Within the block, the units where `zeroed` (bool, layers x d_ff) is True output 0."""
-    projections = attribution.down_projections(model)
+def units_zeroed(model, zeroed: list[torch.Tensor]):
+    """Within the block, a batch is `len(zeroed)` copies of the same rows, and in copy c the units
+    where `zeroed[c]` (bool, layers x d_ff) is True output 0 (the down projection's input is 0)."""
     handles = []
-    for projection in projections:
-        keep = (~zeroed[projection.layer]).to(projection.weight.device)  # (d_ff,)
+    for projection in attribution.down_projections(model):
+        keep = torch.stack([~z[projection.layer] for z in zeroed]).to(projection.weight.device)  # (copies, d_ff)
 
         def hook(module, args, keep=keep):
-            (x,) = args  # (batch, seq, d_ff)
-            return (x * keep.to(x.dtype),)
+            (x,) = args  # (copies * rows, seq, d_ff)
+            shaped = x.view(keep.shape[0], -1, *x.shape[1:])  # (copies, rows, seq, d_ff)
+            return ((shaped * keep[:, None, None, :].to(x.dtype)).view_as(x),)
 
         handles.append(projection.module.register_forward_pre_hook(hook))
     try:
@@ -109,14 +111,20 @@ def units_zeroed(model, zeroed: torch.Tensor):
 
 
 @torch.no_grad()
-def mean_nll(model, tokenizer, examples, batch_size: int, max_length: int) -> float:
-    """Mean over `examples` of the per-example answer NLL (prompt masked out, EOS included)."""
+def mean_nll(model, tokenizer, examples, zeroed: list[torch.Tensor], batch_size: int, max_length: int) -> list[float]:
+    """Per entry of `zeroed`: the mean over `examples` of the per-example answer NLL (prompt masked
+    out, EOS included) with those units zeroed; all entries ride in one forward pass per batch."""
     device = next(model.parameters()).device
-    total = 0.0
-    for start in range(0, len(examples), batch_size):
-        batch = collate(tokenizer, examples[start : start + batch_size], max_length).to(device)
-        total += float(example_nll(model, batch).float().sum())
-    return total / len(examples)
+    copies = len(zeroed)
+    totals = torch.zeros(copies, dtype=torch.float64)
+    ordered = sorted(examples, key=lambda e: len(e.input) + len(e.output))  # similar lengths share a batch
+    with units_zeroed(model, zeroed):
+        for start in range(0, len(ordered), batch_size):
+            batch = collate(tokenizer, ordered[start : start + batch_size], max_length)
+            repeated = Encoded(*(t.repeat(copies, 1).to(device) for t in (batch.input_ids, batch.attention_mask,
+                                                                           batch.labels)))
+            totals += example_nll(model, repeated).double().view(copies, -1).sum(dim=1).cpu()
+    return (totals / len(examples)).tolist()
 
 
 def causal_check(model, tokenizer, data, selected: torch.Tensor, *, batch_size: int = 8,
@@ -126,24 +134,21 @@ def causal_check(model, tokenizer, data, selected: torch.Tensor, *, batch_size: 
     `ratio_to_random` is the selected units' forget increase over the random units' mean increase
     (None when the random mean is not positive).
     """
+    nothing = torch.zeros_like(selected, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(seed)
+    drawn = [random_selection(selected, generator) for _ in range(draws)]
     was_training = model.training
     model.eval()
-
-    def nll(examples, zeroed=None):
-        if zeroed is None:
-            return mean_nll(model, tokenizer, examples, batch_size, max_length)
-        with units_zeroed(model, zeroed):
-            return mean_nll(model, tokenizer, examples, batch_size, max_length)
-
     try:
-        forget = nll(data.forget)
-        selected_forget = nll(data.forget, selected) - forget
-        retain = nll(data.retain) if data.retain else None
-        selected_retain = nll(data.retain, selected) - retain if data.retain else None
-        generator = torch.Generator().manual_seed(seed)
-        random = [nll(data.forget, random_selection(selected, generator)) - forget for _ in range(draws)]
+        forget, selected_forget, *random = mean_nll(model, tokenizer, data.forget, [nothing, selected, *drawn],
+                                                    batch_size, max_length)
+        retain, selected_retain = (mean_nll(model, tokenizer, data.retain, [nothing, selected], batch_size, max_length)
+                                   if data.retain else (None, None))
     finally:
         model.train(was_training)
+    selected_forget -= forget
+    selected_retain = None if retain is None else selected_retain - retain
+    random = [value - forget for value in random]
     mean_random = sum(random) / len(random)
     return {
         "units_zeroed": int(selected.sum()),
