@@ -42,7 +42,7 @@ def test_run_builds_the_size_it_is_given_and_refuses_one_that_did_not_memorise(t
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run", "--size", "smal"], "--size: 'smal' is not a target size (did you mean 'small'?)"),
+    (["run", "--size", "smal"], "--size 'smal' is not a target size (did you mean 'small'?)"),
     (["run", "--size", "small", "--model", "m"], "--size small with --model m: a given model has its own shape"),
     (["tune", "--size", "large"], "'large' is not a target size"),
 ])
