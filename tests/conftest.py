@@ -46,6 +46,16 @@ def one_seed_by_default(monkeypatch):
     monkeypatch.setattr(plan, "DEFAULT_SEEDS", "0")
 
 
+@pytest.fixture(autouse=True)
+def one_worker_by_default(monkeypatch):
+    """`run` without --workers starts one worker in tests (the command's default is one per core):
+    helper processes would make every test that runs the command slower, and the tests of
+    --workers ask for it."""
+    from simu_bench.pipeline import workers
+
+    monkeypatch.setattr(workers, "default_workers", lambda plan: 1)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """One intra-op torch thread for the whole run: tiny matrices gain nothing from threads, and

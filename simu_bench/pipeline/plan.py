@@ -27,6 +27,7 @@ from simu_bench.errors import UserError
 from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
 from simu_bench.evaluation.relearn import DEFAULT_FRACTION, LR, check_fraction, check_steps
 from simu_bench.pipeline.flags import add_flags, command_words, flag, positive, values_from
+from simu_bench.pipeline.workers import parse_workers
 
 MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes 0 .. 2**32 - 1; python and torch take more
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -156,11 +157,16 @@ class Plan:
     # question rows stop decoding once their score is decided (`evaluation.decoding`): same scores,
     # shorter stored text; tuning trials always, final evaluations when asked
     fast_decode: bool = field(default=False, metadata=flag(
-        "stop each question row once its exact-match score is decided", commands=(),
-        identity="evaluation.fast_decode"))
+        "stop decoding each question row once its exact-match score is decided: the same scores, faster, but "
+        "generations.jsonl holds shorter text for rows decided wrong (recorded in config.json; hf backend only; "
+        "default: the official 256-token decode)", commands=("run",), identity="evaluation.fast_decode"))
     # recompute seed-independent results (SIMU's attribution) instead of reading them from OUT/.cache
     no_cache: bool = field(default=False, metadata=flag(
-        "recompute SIMU's attribution instead of reading it from the run store's .cache", commands=()))
+        "recompute SIMU's attribution instead of reading it from the run store's .cache (every seed and SIMU-mask "
+        "method shares it by default)", commands=("run", "tune")))
+    workers: int | None = field(default=None, metadata=flag(
+        "worker processes that split the runs, one torch thread each (default: one per CPU core for the embedded "
+        "target on CPU, else 1)", commands=("run",), metavar="N", parse=parse_workers))
     relearn: int | None = field(default=None, metadata=flag(  # hashed in `resolve.run_config` when given
         f"relearning attack: fine-tune each unlearned model STEPS AdamW steps (lr {LR:g}) on a seeded fraction of "
         "the forget documents, then score the forget rows of the others again; writes relearn.json (default: off)",
@@ -259,6 +265,9 @@ def tune_plan_from_args(args) -> TunePlan:
 
 def check_plan(plan: Plan) -> None:
     """The checks that involve more than one flag."""
+    if plan.fast_decode and plan.backend != "hf":
+        raise UserError(f"--fast-decode works with --backend hf only (it decodes through transformers); drop "
+                        f"--fast-decode or use --backend hf (got --backend {plan.backend})")
     if plan.eval_rows is not None and plan.eval_every is None:
         raise UserError(
             f"--eval-rows {plan.eval_rows} needs --eval-every K: it sets the rows of the points evaluated every K steps"

@@ -26,11 +26,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from simu_bench.data.lume import load_lume
+from simu_bench.errors import UserError
 from simu_bench.evaluation.relearn import split_documents
 from simu_bench.files import atomic_write_json, atomic_write_text, remove_temp_files
 from simu_bench.leaderboard.board import build, render
 from simu_bench.leaderboard.plots import write_plots
-from simu_bench.pipeline import multiprocess
+from simu_bench.pipeline import multiprocess, workers
 from simu_bench.pipeline.execute import execute
 from simu_bench.pipeline.plan import Plan, Resolved
 from simu_bench.pipeline.resolve import check_inputs, plan_runs, prepare_inputs
@@ -45,15 +46,31 @@ def run_benchmark(plan: Plan, say=print) -> dict[str, int]:
     """Run the whole plan; return how many runs ended in each status (skipped included); {} on a
     process of torchrun other than rank 0."""
     configs = check_inputs(plan)
+    count = plan.workers or (1 if distributed.launched() or workers.is_helper() else workers.default_workers(plan))
+    if count > 1 and distributed.launched():
+        raise UserError(f"--workers {count} under torchrun: each run already spans the torchrun processes; "
+                        f"drop --workers")
+    if count > 1:
+        plan = dataclasses.replace(plan, threads=plan.threads or 1)
     with torch_settings(plan):
         if distributed.launched():  # under torchrun: each run across its processes
             multiprocess.check(plan, configs)
             plan = dataclasses.replace(plan, device=distributed.init_from_env(plan.device))  # cuda:LOCAL_RANK
-        return run_all(plan, configs, say)
+        if count == 1:
+            return run_all(plan, configs, say)
+        prepare_inputs(plan)  # the embedded target is built once, before the helpers read it
+        helpers = workers.start_helpers(plan, count - 1)
+        say(f"started {len(helpers)} helper worker{'s' if len(helpers) > 1 else ''} "
+            f"(pid {', '.join(str(h.pid) for h in helpers)}) on {plan.out}")
+        return run_all(plan, configs, say, helpers=helpers)
 
 
-def run_all(plan: Plan, configs: dict, say) -> dict[str, int]:
-    """Every run of the plan, then the leaderboard; `configs` are the methods' checked configs."""
+def run_all(plan: Plan, configs: dict, say, helpers=()) -> dict[str, int]:
+    """Every run of the plan, then the leaderboard; `configs` are the methods' checked configs.
+
+    ``helpers``: the other workers' processes (`simu_bench.pipeline.workers`), waited for before
+    the leaderboard; the counts then say how each run they claimed ended.
+    """
     rank, size = distributed.world()
     main_process = rank == 0  # decides, evaluates and writes; the other ranks follow
     say = say if main_process else _silent  # one voice: rank 0's
@@ -65,25 +82,45 @@ def run_all(plan: Plan, configs: dict, say) -> dict[str, int]:
     env = {**environment(plan.device), **({"world_size": size} if size > 1 else {})}
     if main_process:
         _open_store(plan, env)
-    counts: dict[str, int] = {}
+    outcomes: list[tuple[Run, str]] = []
     # The outer bar counts runs and names the stage in progress; prepare and unlearn show their own bars.
     bar = tqdm(total=len(runs), unit="run", disable=plan.quiet or not main_process, dynamic_ncols=True)
     write = say if bar.disable else bar.write
     try:
         for run in runs:
             status = _one_run(plan, resolved, run, data, env, write, bar, main_process)
-            counts[status] = counts.get(status, 0) + 1
+            outcomes.append((run, status))
             bar.update(1)
         bar.set_description_str("done")
     finally:
         bar.close()
-    if main_process:  # one worker at a time, so that the last one to finish writes what every worker finished
+    if helpers:
+        outcomes = _after_helpers(outcomes, workers.wait(helpers), say)
+    counts: dict[str, int] = {}
+    for _, status in outcomes:
+        counts[status] = counts.get(status, 0) + 1
+    if main_process and not workers.is_helper():  # helpers leave it to the worker that started them
+        # one worker at a time, so that the last one to finish writes what every worker finished
         with claims.leaderboard_lock(plan.out):
             written = write_leaderboard(Path(plan.out), plan.command)
         for path in written:
             say(f"wrote {path}")
     distributed.barrier()
     return counts if main_process else {}
+
+
+def _after_helpers(outcomes: list[tuple[Run, str]], codes: list[int], say) -> list[tuple[Run, str]]:
+    """``outcomes`` with each run a helper claimed replaced by how it ended in the store."""
+    for code in codes:
+        if code not in (0, 1):  # 1: a run crashed, which its status.json records
+            say(f"a worker process stopped with exit status {code}; run the same command again to finish its runs")
+
+    def ended(run: Run, status: str) -> str:
+        if status != "claimed":
+            return status
+        return run.status()["status"] if run.is_done() else "unfinished"
+
+    return [(run, ended(run, status)) for run, status in outcomes]
 
 
 def _prepare(plan: Plan, main_process: bool) -> Resolved:
