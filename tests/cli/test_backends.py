@@ -13,11 +13,14 @@ import pytest
 from simu_bench.cli import main
 from simu_bench.evaluation import backends, evaluator
 from simu_bench.evaluation.backends import Backend
+from simu_bench.evaluation.decoding import hf_lm
 
 
 @pytest.fixture
 def no_vllm(monkeypatch):
-    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: None)
+    real = backends.importlib.util.find_spec  # only vllm goes missing: transformers still finds torch
+    monkeypatch.setattr(backends.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "vllm" else real(name, *args))
 
 
 def test_backend_vllm_without_vllm_is_one_line_with_the_install_command(no_vllm, tiny_target, tmp_path, capsys):
@@ -55,7 +58,7 @@ def _stand_in(seen: list, change=lambda text: text):
     """A `backends.vllm_lm` that records the generation settings and generates through HF."""
 
     def vllm_lm(model, tokenizer, max_new_tokens, max_length):
-        lm = evaluator._make_lm(model, tokenizer, 8, max_new_tokens, max_length)
+        lm = hf_lm(model, tokenizer, 8, max_new_tokens, max_length)
         generate = lm.generate_until
 
         def generate_until(requests, *args, **kwargs):
