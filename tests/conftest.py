@@ -105,7 +105,7 @@ def pytest_collection_modifyitems(config, items):
         if (
             any(getattr(fixture.func, "slow", False) for chain in definitions for fixture in chain)
             or item.get_closest_marker("packaging")
-            or benchmarks in Path(item.fspath).parents
+            or benchmarks in item.path.parents
         ):
             item.add_marker(pytest.mark.slow)
 
