@@ -13,7 +13,8 @@ from pathlib import Path
 from simu_bench.errors import UserError
 from simu_bench.files import atomic_write_text, remove_temp_files
 from simu_bench.leaderboard import floor
-from simu_bench.leaderboard.board import FORMATS, build, render
+from simu_bench.leaderboard.board import build
+from simu_bench.leaderboard.render import FORMATS, render
 from simu_bench.store.runs import check_writable
 
 

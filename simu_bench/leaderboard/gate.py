@@ -23,7 +23,9 @@ from pathlib import Path
 
 from simu_bench.errors import UserError
 from simu_bench.files import read_text
-from simu_bench.leaderboard.board import COMPONENTS, build, summary_columns, to_dict
+from simu_bench.leaderboard.board import build
+from simu_bench.leaderboard.render import to_dict
+from simu_bench.leaderboard.values import COMPONENTS, summary_columns
 from simu_bench.store.runs import REFERENCE, is_number
 
 METRICS = [c.key for c in summary_columns(None)[:4]] + [c.key for c in COMPONENTS]

@@ -1,4 +1,4 @@
-"""Leaderboard plots (PNG, matplotlib's Agg backend, no screen needed).
+"""Leaderboard plots and tune's fronts.png (PNG, matplotlib's Agg backend, no screen needed).
 
 - `tradeoff.png`: forget score (mean of the 6 raw forget components; lower = more forgotten)
   against retain score (mean of the 6 retain components; higher = better kept), one small dot
@@ -13,27 +13,21 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+import matplotlib
+from matplotlib.figure import Figure  # no pyplot: no backend or window state, PNGs through Agg
 
 from simu_bench.data.lume import KINDS, TASKS
 from simu_bench.files import atomic_write_bytes, remove_temp_files
-from simu_bench.leaderboard.board import Board, Stat, run_values
+from simu_bench.leaderboard.board import Board, Stat
 from simu_bench.leaderboard.paired import LEVELS
+from simu_bench.leaderboard.values import split_scores
 from simu_bench.store.runs import REFERENCE, read_trajectory
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path: Path) -> None:
-    import io
-
     buffer = io.BytesIO()
     # Fixed metadata keeps the PNG bytes the same for the same numbers.
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
@@ -41,8 +35,6 @@ def _save(fig, path: Path) -> None:
 
 
 def _tab10() -> list:
-    import matplotlib
-
     return list(matplotlib.colormaps["tab10"].colors)
 
 
@@ -52,11 +44,6 @@ def method_colors(board: Board) -> dict[str, str]:
     methods = sorted(row.method for row in board.rows if row.method != REFERENCE)
     colors = {method: palette[i % len(palette)] for i, method in enumerate(methods)}
     return {**colors, REFERENCE: "#7f7f7f"}
-
-
-def _split_mean(values: dict, split: str) -> float | None:
-    parts = [values[f"{split}/{kind}"] for kind in KINDS if values[f"{split}/{kind}"] is not None]
-    return sum(parts) / len(parts) if parts else None
 
 
 def clipped_errors(stats: list[Stat], low: float = 0.0, high: float = 1.0) -> list[list[float]]:
@@ -72,11 +59,11 @@ def clipped_errors(stats: list[Stat], low: float = 0.0, high: float = 1.0) -> li
 
 
 def plot_tradeoff(board: Board, path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig = Figure(figsize=(6.4, 4.8))
+    ax = fig.subplots()
     colors = method_colors(board)
     for row in board.rows:
-        points = [(_split_mean(v, "forget"), _split_mean(v, "retain")) for v in (run_values(r.metrics) for r in row.ok)]
+        points = [(s["forget"], s["retain"]) for s in (split_scores(r.metrics) for r in row.ok)]
         points = [(x, y) for x, y in points if x is not None and y is not None]
         if not points:
             continue
@@ -95,7 +82,6 @@ def plot_tradeoff(board: Board, path: Path) -> Path:
     ax.grid(alpha=0.3)
     _legend_or_note(ax, lambda: ax.legend(fontsize=8, loc="lower right"))
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -108,11 +94,11 @@ def _legend_or_note(ax, legend) -> None:
 
 
 def plot_per_task(board: Board, path: Path) -> Path:
-    plt = _pyplot()
     rows = [row for row in board.rows if row.ok]
     colors = method_colors(board)
     groups = [(task, kind) for task in TASKS for kind in KINDS]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    fig = Figure(figsize=(12, 4.2))
+    axes = fig.subplots(1, 2, sharey=True)
     width = 0.8 / max(len(rows), 1)
     for ax, split, better in zip(axes, ("forget", "retain"), ("lower is better", "higher is better")):
         for index, row in enumerate(rows):
@@ -130,7 +116,6 @@ def plot_per_task(board: Board, path: Path) -> Path:
     _legend_or_note(axes[0], lambda: fig.legend(handles, labels, loc="lower center", ncol=min(len(rows), 4),
                                                 fontsize=8, bbox_to_anchor=(0.5, -0.06)))
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -152,8 +137,8 @@ def plot_trajectories(board: Board, path: Path) -> Path | None:
     paths = _paths(board)
     if not paths:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig = Figure(figsize=(6.4, 4.8))
+    ax = fig.subplots()
     colors = method_colors(board)
     for level in LEVELS:
         ax.axvline(level, color="#999999", linestyle=":", linewidth=0.8)
@@ -165,8 +150,8 @@ def plot_trajectories(board: Board, path: Path) -> Path | None:
             ax.scatter(xs[-1:], ys[-1:], s=16, color=colors[method])
     reference = next((row for row in board.rows if row.method == REFERENCE and row.ok), None)
     if reference is not None:
-        values = run_values(reference.ok[0].metrics)
-        ax.scatter([_split_mean(values, "forget")], [_split_mean(values, "retain")], marker="*", s=120,
+        scores = split_scores(reference.ok[0].metrics)
+        ax.scatter([scores["forget"]], [scores["retain"]], marker="*", s=120,
                    color=colors[REFERENCE], label=reference.label, zorder=3)
     ax.set_xlabel("forget score, mean of 6 raw components (← lower = more forgotten)")
     ax.set_ylabel("retain score, mean of 6 components (↑ higher = better kept)")
@@ -177,7 +162,6 @@ def plot_trajectories(board: Board, path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -188,3 +172,29 @@ def write_plots(board: Board, directory: Path) -> list[Path]:
     written = [plot_tradeoff(board, directory / "tradeoff.png"), plot_per_task(board, directory / "per_task.png")]
     trajectory = plot_trajectories(board, directory / "trajectory.png")
     return written + ([trajectory] if trajectory is not None else [])
+
+
+def write_fronts(report: dict, path: Path) -> Path:
+    """One panel per method: forget (x, lower is better) against retain (y) of every trial."""
+    methods = list(report["methods"])
+    fig = Figure(figsize=(4 * len(methods), 3.6))
+    axes = fig.subplots(1, len(methods), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods):
+        result = report["methods"][method]
+        trials = result["trials"]
+        ax.scatter([t["forget"] for t in trials], [t["retain"] for t in trials], color="0.6", s=18, label="trial")
+        best = sorted((t for t in trials if t["trial"] in result["front"]), key=lambda t: t["forget"])
+        ax.plot([t["forget"] for t in best], [t["retain"] for t in best], "o-", color="C0", label="front")
+        if result["winner"] is not None:
+            win = trials[result["winner"]]
+            ax.scatter([win["forget"]], [win["retain"]], marker="*", s=160, color="C3", zorder=3, label="winner")
+        if report["rule"]["forget_level"] is not None:
+            ax.axvline(report["rule"]["forget_level"], color="0.3", linestyle="--", linewidth=1)
+        ax.set(title=method, xlabel="forget ↓ (mean of 6)", xlim=(-0.05, 1.05), ylim=(-0.05, 1.05))
+    axes[0][0].set_ylabel("retain ↑ (mean of 6)")
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

@@ -28,6 +28,7 @@ from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
 from simu_bench.evaluation.relearn import DEFAULT_FRACTION, LR, check_fraction, check_steps
 from simu_bench.pipeline.flags import add_flags, command_words, flag, positive, values_from
 from simu_bench.pipeline.workers import parse_workers
+from simu_bench.unlearning import registry
 
 MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes 0 .. 2**32 - 1; python and torch take more
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -39,9 +40,6 @@ RULES = ("final", "retain_at_forget")
 
 def resolve_methods(text: str, flag: str = "--methods") -> tuple[str, ...]:
     """`all` or a comma-separated list of registered names, each checked against the registry."""
-    # Here, not at the top: the registry imports torch, and this module is on the path of `--help`.
-    from simu_bench.unlearning import registry
-
     available = registry.names()
     if text.strip() == "all":
         return tuple(registry.loadable())  # a broken plugin is left out with a warning, not the others

@@ -24,7 +24,7 @@ from simu_bench.pipeline.plan import Plan, Resolved
 from simu_bench.store.runs import REFERENCE, Run, check_writable
 from simu_bench.target_model.build import check_device, check_model, prepare
 from simu_bench.target_model.sizes import DEFAULT_SIZE, check_memorised, target_config
-from simu_bench.unlearning.config import parse_override
+from simu_bench.unlearning.config_overrides import parse_override
 from simu_bench.unlearning.distributed import check_gradient_checkpointing_of
 from simu_bench.unlearning.loop import check_precision, check_retain
 from simu_bench.unlearning.registry import check_fit, load_config

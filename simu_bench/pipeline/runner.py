@@ -29,8 +29,9 @@ from simu_bench.data.lume import load_lume
 from simu_bench.errors import UserError
 from simu_bench.evaluation.relearn import split_documents
 from simu_bench.files import atomic_write_json, atomic_write_text, remove_temp_files
-from simu_bench.leaderboard.board import build, render
+from simu_bench.leaderboard.board import build
 from simu_bench.leaderboard.plots import write_plots
+from simu_bench.leaderboard.render import render
 from simu_bench.pipeline import multiprocess, workers
 from simu_bench.pipeline.execute import execute
 from simu_bench.pipeline.plan import Plan, Resolved

@@ -19,7 +19,7 @@ from simu_bench.evaluation.backends import Backend
 from simu_bench.evaluation.evaluator import evaluate
 from simu_bench.evaluation.relearn import relearn
 from simu_bench.files import atomic_write_json, write_jsonl
-from simu_bench.leaderboard.board import REFERENCE_LABEL, run_values
+from simu_bench.leaderboard.values import REFERENCE_LABEL, run_values, split_scores
 from simu_bench.pipeline.plan import Plan
 from simu_bench.pipeline.trajectory import Trajectory, measured_rows, subset
 from simu_bench.store.runs import Run
@@ -147,9 +147,7 @@ def trajectory_for(plan: Plan, data):
 
 def summary_line(run: Run, metrics: dict, timings: dict) -> str:
     """One line per finished run: the headline numbers and where the time went."""
-    values = run_values(metrics)
-    forget = [values[f"forget/{k}"] for k in ("regurgitation", "knowledge") if values[f"forget/{k}"] is not None]
-    retain = [values[f"retain/{k}"] for k in ("regurgitation", "knowledge") if values[f"retain/{k}"] is not None]
+    values, split = run_values(metrics), split_scores(metrics)
     utility = metrics.get("utility") or {}
 
     def num(value) -> str:
@@ -159,8 +157,7 @@ def summary_line(run: Run, metrics: dict, timings: dict) -> str:
     times = " ".join(f"{stage} {seconds:.1f}s" for stage, seconds in timings.items() if stage != "total")
     return (f"{name}: final {num(values['final'])} | Task Aggregate {num(values['task_aggregate'])} | "
             f"MIA {num(values['mia_score'])} | utility ({utility.get('name', 'none')}) {num(values['utility'])} | "
-            f"forget {num(sum(forget) / len(forget) if forget else None)} ↓ retain "
-            f"{num(sum(retain) / len(retain) if retain else None)} ↑ | {times}")
+            f"forget {num(split['forget'])} ↓ retain {num(split['retain'])} ↑ | {times}")
 
 
 @contextmanager

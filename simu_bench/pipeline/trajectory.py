@@ -30,7 +30,10 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import replace
 from typing import Callable
+
+from simu_bench.leaderboard.values import run_values, split_score
 
 # The file and its reader sit with the run store, where the leaderboard reads them too.
 from simu_bench.store.runs import TRAJECTORY_FILE as FILE  # noqa: F401
@@ -43,12 +46,9 @@ log = logging.getLogger("simu_bench.run")
 
 def point(step: int, metrics: dict, seconds: float, rows: int | str = "all") -> dict:
     """One trajectory row from a metrics JSON (the schema of metrics.json)."""
-    from simu_bench.leaderboard.board import run_values
-    from simu_bench.leaderboard.plots import _split_mean  # the trade-off plot's own split score
-
     values = run_values(metrics)
     return {
-        "step": step, "forget": _split_mean(values, "forget"), "retain": _split_mean(values, "retain"),
+        "step": step, "forget": split_score(metrics, "forget"), "retain": split_score(metrics, "retain"),
         "utility": values["utility"], "mia": values["mia_score"], "task_aggregate": values["task_aggregate"],
         "final": values["final"], "seconds": round(seconds, 3), "rows": rows,
     }
@@ -57,8 +57,6 @@ def point(step: int, metrics: dict, seconds: float, rows: int | str = "all") -> 
 def subset(data, rows: int, seed: int = SUBSET_SEED):
     """`data` with at most `rows` forget and `rows` retain rows, dealt round-robin from the
     (task, kind) cells after a seeded shuffle of each, so every cell is kept while rows >= 6."""
-    from dataclasses import replace
-
     def pick(examples: tuple) -> tuple:
         if len(examples) <= rows:
             return examples

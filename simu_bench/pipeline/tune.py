@@ -39,15 +39,24 @@ import dataclasses
 import statistics
 from pathlib import Path
 
+import optuna
 import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from simu_bench.data.lume import load_lume
 from simu_bench.errors import UserError
 from simu_bench.files import atomic_write_json, atomic_write_text, read_json
+from simu_bench.leaderboard.plots import write_fronts
+from simu_bench.leaderboard.render import tune_markdown
+from simu_bench.leaderboard.values import split_scores
 from simu_bench.pipeline.execute import execute
 from simu_bench.pipeline.plan import TunePlan
 from simu_bench.pipeline.resolve import check_inputs, overrides_for, prepare_inputs, run_config
 from simu_bench.pipeline.steps import free_memory, torch_settings
+from simu_bench.store.environment import environment
 from simu_bench.store.runs import Run
+from simu_bench.unlearning.config_overrides import parse_override, set_path
+from simu_bench.unlearning.registry import check_fit, config_path, load_config
 
 STARTUP_TRIALS = 5  # TPE's random trials before it models the results (Optuna's default is 10)
 WORST = {"final": 0.0, "forget": 1.0, "retain": 0.0}  # a diverged or crashed run
@@ -56,9 +65,6 @@ WORST = {"final": 0.0, "forget": 1.0, "retain": 0.0}  # a diverged or crashed ru
 def check_tune(tp: TunePlan) -> tuple[dict[str, dict], dict[str, dict]]:
     """Every check before anything is written (the flags' own are in `simu_bench.pipeline.plan`);
     returns each method's raw YAML with the --set overrides applied, and its search space."""
-    from simu_bench.unlearning.config import parse_override, set_path
-    from simu_bench.unlearning.registry import config_path
-
     configs = check_inputs(tp.run)
     raws = {}
     for method in tp.run.methods:
@@ -79,8 +85,6 @@ def check_tune(tp: TunePlan) -> tuple[dict[str, dict], dict[str, dict]]:
 
 def distributions(space: dict) -> dict:
     """Optuna distributions of a checked ``search:`` block, in the block's order."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
     made = {}
     for key, spec in space.items():
         kind, values = next(iter(spec.items()))
@@ -94,8 +98,6 @@ def distributions(space: dict) -> dict:
 
 
 def new_study(seed: int):
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
     return optuna.create_study(direction="maximize", sampler=sampler)
@@ -110,19 +112,14 @@ def ask(study, space: dict) -> tuple[object, dict]:
 
 def outcome(runs: list[Run]) -> dict:
     """A trial's values: per seed and the means over seeds (worst values for runs that did not finish ok)."""
-    from simu_bench.leaderboard.board import run_values
-
     per_seed = {}
     for run in runs:
         status = (run.status() or {}).get("status", "crashed")
         values = dict(WORST, status=status)
         if status == "ok":
-            flat = run_values(read_json(run.file("metrics.json"), expect=dict))
-            for split in ("forget", "retain"):
-                parts = [v for k, v in flat.items()
-                         if k.startswith(f"{split}/") and k.count("/") == 2 and v is not None]  # the 6 components
-                values[split] = statistics.fmean(parts)
-            values["final"] = flat["final"] if flat["final"] is not None else WORST["final"]
+            metrics = read_json(run.file("metrics.json"), expect=dict)
+            for key, value in {**split_scores(metrics), "final": metrics.get("final")}.items():
+                values[key] = value if value is not None else WORST[key]
         per_seed[str(run.seed)] = values
     means = {key: statistics.fmean(v[key] for v in per_seed.values()) for key in WORST}
     return {**means, "per_seed": per_seed}
@@ -147,9 +144,6 @@ def front(trials: list[dict]) -> list[int]:
 
 def tune_method(tp: TunePlan, method: str, raw: dict, space: dict, resolved, data, env, say) -> dict:
     """All trials of one method (resuming finished runs); its trials, front and winner."""
-    from simu_bench.unlearning.config import set_path
-    from simu_bench.unlearning.registry import load_config
-
     study, trials = new_study(tp.sampler_seed), []
     # a trial is judged by its scores, which early-decided decoding leaves unchanged
     plan = dataclasses.replace(tp.run, fast_decode=True)
@@ -207,18 +201,12 @@ def tuned_yaml(tp: TunePlan, method: str, result: dict, command: str, date: str)
 
 
 def sampler_record(tp: TunePlan) -> dict:
-    import optuna
-
     return {"name": "optuna.samplers.TPESampler", "seed": tp.sampler_seed, "n_startup_trials": STARTUP_TRIALS,
             "optuna": optuna.__version__}
 
 
 def run_tune(tp: TunePlan, say=print) -> dict:
     """Tune every method of the plan; write tuned configs and the reports; return tune.json's content."""
-    from simu_bench.data.lume import load_lume
-    from simu_bench.store.environment import environment
-    from simu_bench.unlearning.registry import check_fit, load_config
-
     raws, spaces = check_tune(tp)
     with torch_settings(tp.run):
         resolved = prepare_inputs(tp.run)
@@ -249,73 +237,5 @@ def run_tune(tp: TunePlan, say=print) -> dict:
 def write_reports(report: dict, out: Path) -> list[Path]:
     """tune.json, tune.md and fronts.png in `out`."""
     atomic_write_json(out / "tune.json", report)
-    atomic_write_text(out / "tune.md", markdown(report))
+    atomic_write_text(out / "tune.md", tune_markdown(report))
     return [out / "tune.json", out / "tune.md", write_fronts(report, out / "fronts.png")]
-
-
-def markdown(report: dict) -> str:
-    from tabulate import tabulate
-
-    lines = ["# Tuning", "", f"`{report['command']}`", "",
-             f"{report['trials']} trials per method on dev seeds {', '.join(map(str, report['dev_seeds']))} "
-             f"(reported seeds: {', '.join(map(str, report['report_seeds']))}); sampler "
-             f"{report['sampler']['name']}(seed={report['sampler']['seed']}, "
-             f"n_startup_trials={report['sampler']['n_startup_trials']}), Optuna {report['sampler']['optuna']}.",
-             f"Rule: {report['rule']['text']}. Diverged or crashed runs count as final 0, forget 1, retain 0.",
-             "Front: no other trial has both lower forget and higher retain.", ""]
-    for method, result in report["methods"].items():
-        lines += [f"## {method}", ""]
-        winner = result["winner"]
-        if winner is None:
-            lines += ["No trial met the rule: no tuned config.", ""]
-        else:
-            best = result["trials"][winner]
-            lines += [f"Winner: trial {winner} ({_params(best['params'])}): final {best['final']:.3f}, forget "
-                      f"{best['forget']:.3f}, retain {best['retain']:.3f}; config `{result['tuned_config']}`.", ""]
-        keys = list(result["space"])
-        rows = [[t["trial"], *(t["params"][k] for k in keys), f"{t['final']:.3f}", f"{t['forget']:.3f}",
-                 f"{t['retain']:.3f}", ",".join(sorted({v['status'] for v in t["per_seed"].values()})),
-                 "✓" if t["trial"] in result["front"] else "", "★" if t["trial"] == winner else ""]
-                for t in result["trials"]]
-        headers = ["trial", *keys, "final ↑", "forget ↓", "retain ↑", "status", "front", "winner"]
-        lines += [tabulate(rows, headers=headers, tablefmt="github"), ""]
-    return "\n".join(lines)
-
-
-def _params(params: dict) -> str:
-    return ", ".join(f"{key}={value}" for key, value in params.items())
-
-
-def write_fronts(report: dict, path: Path) -> Path:
-    """One panel per method: forget (x, lower is better) against retain (y) of every trial."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from simu_bench.files import atomic_write_bytes
-
-    methods = list(report["methods"])
-    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.6), squeeze=False, sharey=True)
-    for ax, method in zip(axes[0], methods):
-        result = report["methods"][method]
-        trials = result["trials"]
-        ax.scatter([t["forget"] for t in trials], [t["retain"] for t in trials], color="0.6", s=18, label="trial")
-        best = sorted((t for t in trials if t["trial"] in result["front"]), key=lambda t: t["forget"])
-        ax.plot([t["forget"] for t in best], [t["retain"] for t in best], "o-", color="C0", label="front")
-        if result["winner"] is not None:
-            win = trials[result["winner"]]
-            ax.scatter([win["forget"]], [win["retain"]], marker="*", s=160, color="C3", zorder=3, label="winner")
-        if report["rule"]["forget_level"] is not None:
-            ax.axvline(report["rule"]["forget_level"], color="0.3", linestyle="--", linewidth=1)
-        ax.set(title=method, xlabel="forget ↓ (mean of 6)", xlim=(-0.05, 1.05), ylim=(-0.05, 1.05))
-    axes[0][0].set_ylabel("retain ↑ (mean of 6)")
-    axes[0][0].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path

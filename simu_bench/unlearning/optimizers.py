@@ -11,9 +11,8 @@ import torch
 
 from simu_bench.data.pairing import IGNORE
 from simu_bench.unlearning import losses
+from simu_bench.unlearning.config import OPTIMIZERS
 from simu_bench.unlearning.sophia import SophiaG
-
-OPTIMIZERS = ("adamw", "sophiag")
 
 
 def build_optimizer(config, named_params) -> torch.optim.Optimizer:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from simu_bench.errors import UserError, did_you_mean
 from simu_bench.unlearning.config import UnlearnConfig
-from simu_bench.unlearning.config import load_config as _load_config
+from simu_bench.unlearning.config_loading import load_config as _load_config
 
 METHODS: dict[str, tuple[str, str]] = {
     "fo_graddiff": ("simu_bench.baselines.graddiff:GradDiff", "simu_bench.baselines:fo_graddiff.yaml"),

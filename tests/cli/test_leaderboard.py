@@ -8,8 +8,10 @@ import math
 import pytest
 
 from simu_bench.cli import main
-from simu_bench.leaderboard.board import REFERENCE_LABEL, build, render
+from simu_bench.leaderboard.board import build
 from simu_bench.leaderboard.plots import write_plots
+from simu_bench.leaderboard.render import render
+from simu_bench.leaderboard.values import REFERENCE_LABEL
 from simu_bench.store.runs import Run
 
 from eval_helpers import uniform_components

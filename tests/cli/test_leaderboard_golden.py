@@ -82,7 +82,8 @@ MASKS = {0: _mask(12, 0.10, 0.6, 0.8, 0.2, 0.3), 1: _mask(14, 0.12, 0.4, 0.6, 0.
 
 
 def render_all(out: Path) -> dict[str, str]:
-    from simu_bench.leaderboard.board import build, render
+    from simu_bench.leaderboard.board import build
+    from simu_bench.leaderboard.render import render
 
     board = build(out)
     return {fmt: render(board, fmt).replace(str(out), "<runs>") for fmt in FORMATS}  # temp paths differ

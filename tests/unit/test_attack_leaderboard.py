@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from simu_bench.leaderboard import plots
-from simu_bench.leaderboard.board import Stat, build, render
+from simu_bench.leaderboard.board import Stat, build
+from simu_bench.leaderboard.render import render
 
 from eval_helpers import uniform_components
 
@@ -96,13 +97,15 @@ def test_per_task_bars_stay_inside_0_1(tmp_path, monkeypatch):
         _write(folder / "metrics.json", {"components": uniform_components(0.0, retain), "task_aggregate": 0.5})
         _write(folder / "status.json", {"status": "ok", "method": "fo_graddiff", "seed": seed})
     drawn = []
-    real_bar = plots._pyplot().Axes.bar
+    from matplotlib.axes import Axes
+
+    real_bar = Axes.bar
 
     def bar(self, x, height, *args, yerr=None, **kwargs):
         drawn.append((list(height), yerr))
         return real_bar(self, x, height, *args, yerr=yerr, **kwargs)
 
-    monkeypatch.setattr(plots._pyplot().Axes, "bar", bar)
+    monkeypatch.setattr(Axes, "bar", bar)
     plots.plot_per_task(build(root), tmp_path / "per_task.png")
     assert len(drawn) == 2 and (tmp_path / "per_task.png").exists()  # forget, retain
     for heights, (below, above) in drawn:

@@ -7,7 +7,8 @@ import yaml
 
 from simu_bench.errors import UserError
 from simu_bench.unlearning import registry
-from simu_bench.unlearning.config import UnlearnConfig, parse_override
+from simu_bench.unlearning.config import UnlearnConfig
+from simu_bench.unlearning.config_overrides import parse_override
 from simu_bench.unlearning.registry import load_config
 
 
@@ -165,10 +166,10 @@ def test_an_unknown_override_key_is_reported_once():
 
 
 def test_an_option_for_a_method_without_options_says_the_section_takes_none():
-    from simu_bench.unlearning import config
+    from simu_bench.unlearning import config_loading
 
     with pytest.raises(UserError, match="options.foo: unknown key; this section takes no keys"):
-        config.load_config({"method": "plain", "options": {"foo": 1}})  # options_of: NoOptions
+        config_loading.load_config({"method": "plain", "options": {"foo": 1}})  # options_of: NoOptions
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,9 @@ import pytest
 from scipy import stats as scipy_stats
 from test_leaderboard_golden import make_store
 
-from simu_bench.leaderboard import board as leaderboard
+from simu_bench.leaderboard.board import build
 from simu_bench.leaderboard.plots import write_plots
+from simu_bench.leaderboard.render import render, to_dict
 
 
 def _trajectory(folder, points):
@@ -35,7 +36,7 @@ def store(tmp_path):
 
 
 def test_retain_and_utility_at_matched_forgetting(store):
-    matched = leaderboard.to_dict(leaderboard.build(store))["matched"]
+    matched = to_dict(build(store))["matched"]
     fo = matched["fo_graddiff"]
     # L = 0.3 lies halfway from forget 0.5 to 0.1: retain 0.9 + 0.5 * ((0.7 - 0.1 s) - 0.9) = 0.8 - 0.05 s.
     assert fo["retain@forget<=0.3"]["values"] == pytest.approx({"0": 0.8, "1": 0.75, "2": 0.7})
@@ -51,7 +52,7 @@ def test_retain_and_utility_at_matched_forgetting(store):
 
 
 def test_markdown_shows_matched_values_and_not_reached(store):
-    text = leaderboard.render(leaderboard.build(store), "md")
+    text = render(build(store), "md")
     section = text.split("## Retain and utility at matched forgetting")[1].split("## The 12 components")[0]
     fo = next(line for line in section.splitlines() if line.startswith("| fo_graddiff"))
     so = next(line for line in section.splitlines() if line.startswith("| so_graddiff"))
@@ -60,8 +61,8 @@ def test_markdown_shows_matched_values_and_not_reached(store):
 
 
 def test_paired_differences_match_scipy_paired_t(store):
-    board = leaderboard.build(store)
-    data = leaderboard.to_dict(board)
+    board = build(store)
+    data = to_dict(board)
     finals = {row["method"]: row["metrics"]["final"]["values"] for row in data["rows"]}
     entry = next(e for e in data["paired"] if (e["a"], e["b"], e["metric"]) == ("so_graddiff", "fo_graddiff", "final"))
     a, b = finals["so_graddiff"], finals["fo_graddiff"]
@@ -73,13 +74,13 @@ def test_paired_differences_match_scipy_paired_t(store):
     assert (entry["ci_low"], entry["ci_high"]) == pytest.approx((interval.low, interval.high))
     # simu finished seeds 0 and 1 only: its pairs use those two.
     assert {e["n"] for e in data["paired"] if "simu" in (e["a"], e["b"]) and e["metric"] == "final"} == {2}
-    table = leaderboard.render(board, "md").split("## Paired differences against the best method")[1]
+    table = render(board, "md").split("## Paired differences against the best method")[1]
     assert "| fo_graddiff" in table and f"p={test.pvalue:.3g}" in table
 
 
 def test_methods_not_significantly_apart_share_a_rank(store):
-    board = leaderboard.build(store)
-    data = leaderboard.to_dict(board)
+    board = build(store)
+    data = to_dict(board)
     ordered = [row["method"] for row in data["rows"] if row["method"] != "target"]
     pvalue = {(e["a"], e["b"]): e["p_value"] for e in data["paired"] if e["metric"] == "final"}
     expected = {}
@@ -93,13 +94,13 @@ def test_methods_not_significantly_apart_share_a_rank(store):
         fo = json.loads((store / "fo_graddiff" / f"seed{seed}" / "metrics.json").read_text())
         path = store / "simu" / f"seed{seed}" / "metrics.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "final": fo["final"] + offset}))
-    ranks = leaderboard.to_dict(leaderboard.build(store))["ranks"]
+    ranks = to_dict(build(store))["ranks"]
     assert ranks["simu"] == ranks["fo_graddiff"]
 
 
 def test_trajectory_plot_only_when_runs_have_trajectories(store, tmp_path):
-    written = [p.name for p in write_plots(leaderboard.build(store), tmp_path / "with")]
+    written = [p.name for p in write_plots(build(store), tmp_path / "with")]
     assert "trajectory.png" in written and (tmp_path / "with" / "trajectory.png").read_bytes()[:4] == b"\x89PNG"
     bare = make_store(tmp_path / "bare")
-    assert "trajectory.png" not in [p.name for p in write_plots(leaderboard.build(bare), tmp_path / "without")]
+    assert "trajectory.png" not in [p.name for p in write_plots(build(bare), tmp_path / "without")]
     assert not (tmp_path / "without" / "trajectory.png").exists()
