@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from simu_bench.errors import UserError
-from simu_bench.leaderboard.gate import compare, load_baseline, load_new, report
 
 
 def add_parser(subparsers) -> None:
@@ -35,6 +34,8 @@ def add_parser(subparsers) -> None:
 def main(args) -> int:
     if not 0 <= args.tolerance < float("inf"):
         raise UserError(f"--tolerance must be a number >= 0 and finite, got {args.tolerance}")
+    from simu_bench.leaderboard.gate import compare, load_baseline, load_new, report  # scipy: not for --help
+
     baseline = load_baseline(args.baseline)
     result = compare(baseline, load_new(args.run_dir), args.tolerance)
     sys.stdout.write(report(result, args.format))

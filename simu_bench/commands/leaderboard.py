@@ -12,9 +12,7 @@ from pathlib import Path
 
 from simu_bench.errors import UserError
 from simu_bench.files import atomic_write_text, remove_temp_files
-from simu_bench.leaderboard import floor
-from simu_bench.leaderboard.board import build
-from simu_bench.leaderboard.render import FORMATS, render
+from simu_bench.leaderboard import FORMATS, floor
 from simu_bench.store.runs import check_writable
 
 
@@ -48,6 +46,11 @@ def main(args) -> int:
     if args.output is not None and args.output.is_dir():
         raise UserError(f"--output {args.output} is a directory; expected a file to write the table to, "
                         f"e.g. --output {args.output / ('leaderboard.' + args.format)}")
+    # Here, not at the top: scipy and matplotlib take seconds to import, and `--help` needs neither.
+    from simu_bench.leaderboard.board import build
+    from simu_bench.leaderboard.plots import write_plots
+    from simu_bench.leaderboard.render import render
+
     board = build(args.run_dir, floor.parse_utility_floor(args.utility_floor))
     if not board.rows:
         raise UserError(f"{args.run_dir} holds no finished run; run `simu-bench run --out {args.run_dir}` first")
@@ -62,8 +65,6 @@ def main(args) -> int:
     else:
         sys.stdout.write(text)
     if args.plots:
-        from simu_bench.leaderboard.plots import write_plots
-
         for path in write_plots(board, args.plots):
             print(f"wrote {path}", file=sys.stderr)
     return 0

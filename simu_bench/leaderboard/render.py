@@ -13,12 +13,10 @@ import json
 
 from tabulate import tabulate
 
-from simu_bench.leaderboard import mask_section
+from simu_bench.leaderboard import FORMATS, mask_section
 from simu_bench.leaderboard.board import Board, Row, Stat, legend
 from simu_bench.leaderboard.paired import matched_summary, sections
 from simu_bench.leaderboard.values import COMPONENTS, Column
-
-FORMATS = ("md", "csv", "latex", "html", "json")
 
 
 def render(board: Board, fmt: str, commands: list[str] | None = None) -> str:

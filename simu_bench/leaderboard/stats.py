@@ -16,6 +16,9 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from scipy.stats import t as student_t
+
 from simu_bench.errors import UserError
 
 
@@ -31,8 +34,6 @@ def _check_confidence(confidence: float) -> None:
 
 def _t_quantile(confidence: float, df: int) -> float:
     """Two-sided critical value: t such that P(|T_df| <= t) = confidence."""
-    from scipy.stats import t as student_t  # scipy takes seconds to import: only when an interval is drawn
-
     return float(student_t.ppf(0.5 + confidence / 2.0, df))
 
 
@@ -143,13 +144,9 @@ def paired_difference(
     else:
         se = sd / math.sqrt(n)
         low, high = diff - crit * se, diff + crit * se
-        from scipy.stats import t as student_t
-
         p = float(2.0 * student_t.sf(abs(diff / se), n - 1))
     boot_low = boot_high = None
     if bootstrap > 0 and n >= 5:
-        import numpy as np  # only for the bootstrap check: the command line starts without numpy
-
         rng = np.random.default_rng(seed)
         means = np.asarray(diffs)[rng.integers(0, n, size=(bootstrap, n))].mean(axis=1)  # (B,)
         boot_low, boot_high = (float(q) for q in np.quantile(means, [0.5 - confidence / 2, 0.5 + confidence / 2]))

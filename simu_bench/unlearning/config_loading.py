@@ -36,25 +36,7 @@ def load_config(
     block (settings for real 1B-7B models). ``options_of(method)`` gives the options dataclass
     of a method name, or raises `UserError` for an unknown one.
     """
-    if isinstance(source, dict):
-        raw, where = copy.deepcopy(source), "<config>"
-    else:
-        path = Path(source)
-        where = str(path)
-        if not path.exists():
-            raise UserError(f"config {where} not found; give a method name or a YAML file")
-        text = read_text(path, "a UTF-8 YAML config")  # a folder, a pipe, an unreadable file: one line
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise UserError(f"config {where} is not valid YAML: {' '.join(str(error).split())}") from None
-        except RecursionError:
-            raise UserError(f"config {where}: YAML nested too deeply (over ~{sys.getrecursionlimit()} levels); "
-                            "expected the sections method, optimizer, train, options: fix the file") from None
-        if raw is None:
-            raw = {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{where}: expected a mapping of keys to values at the top, got {type(raw).__name__}")
+    raw, where = read_raw(source)
     problems: list[str] = []
     raw = apply_overrides(raw, overrides, where, problems)
     search, tuned = raw.pop("search", None), raw.pop("tuned", None)
@@ -85,6 +67,29 @@ def load_config(
     chosen = ref_config if reference else config
     chosen.search, chosen.tuned = dict(search or {}), tuned
     return chosen
+
+
+def read_raw(source: Path | dict) -> tuple[dict, str]:
+    """The raw mapping of a YAML path (or a copy of a mapping) and where it came from, for messages."""
+    if isinstance(source, dict):
+        return copy.deepcopy(source), "<config>"
+    path = Path(source)
+    where = str(path)
+    if not path.exists():
+        raise UserError(f"config {where} not found; give a method name or a YAML file")
+    text = read_text(path, "a UTF-8 YAML config")  # a folder, a pipe, an unreadable file: one line
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise UserError(f"config {where} is not valid YAML: {' '.join(str(error).split())}") from None
+    except RecursionError:
+        raise UserError(f"config {where}: YAML nested too deeply (over ~{sys.getrecursionlimit()} levels); "
+                        "expected the sections method, optimizer, train, options: fix the file") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a mapping of keys to values at the top, got {type(raw).__name__}")
+    return raw, where
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
