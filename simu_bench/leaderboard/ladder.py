@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from simu_bench.leaderboard.board import run_values
 from simu_bench.leaderboard.stats import mean_ci, paired_difference
+from simu_bench.leaderboard.values import run_values
 from simu_bench.store.runs import load_runs
 
 METRICS = (
