@@ -9,9 +9,10 @@ leaderboard.json that `simu-bench leaderboard --format json` writes from such a 
 from pathlib import Path
 
 import pytest
-from store_helpers import FINALS, make_store
 
 from simu_bench.cli import main
+
+from store_helpers import FINALS, make_store
 
 RESULTS = Path(__file__).resolve().parents[2] / "results" / "leaderboard.json"
 HALF_WIDTH = 4.302652729749464 * 0.02 / 3 ** 0.5  # 0.049684

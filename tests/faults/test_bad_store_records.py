@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 
 import pytest
-from store_helpers import make_store
 
 from simu_bench.cli import main
+
+from store_helpers import make_store
 
 POINT = {"step": 0, "forget": 0.9, "retain": 0.9, "utility": 0.7, "mia": 0.8, "task_aggregate": 0.5, "final": 0.6,
          "seconds": 0.1, "rows": "all"}
