@@ -66,7 +66,7 @@ def execute(plan: Plan, resolved: Resolved, run: Run, data, environment: dict, s
 
 def _execute(plan: Plan, resolved: Resolved, run: Run, data, say, show, clock: Clock) -> str:
     method_run = run.method != REFERENCE
-    trajectory = trajectory_for(plan, data) if method_run else None
+    trajectory = trajectory_for(plan, data, resolved.unlearn_configs.get(run.method)) if method_run else None
     seed_everything(run.seed or 0)
     show("load")
     model, tokenizer = load_model(resolved.model, device=plan.device)
@@ -119,8 +119,10 @@ def _unlearn(plan: Plan, resolved: Resolved, run: Run, model, tokenizer, data, t
     if trajectory is not None:  # the evaluations along the way are not unlearning time
         clock.timings["unlearn"] = round(clock.timings["unlearn"] - trajectory.seconds, 3)
         clock.timings["trajectory"] = round(trajectory.seconds, 3)
+    stop = trajectory.stop_record(result.steps) if trajectory is not None else None
     run.write_json("unlearn.json", {**result.to_dict(), "world_size": distributed.world()[1],
-                                    "gradient_checkpointing": plan.gradient_checkpointing})
+                                    "gradient_checkpointing": plan.gradient_checkpointing,
+                                    **({"stop_at_forget": stop} if stop else {})})
     unlearner.save_artifacts(run.file(""))
     return result
 

@@ -32,7 +32,7 @@ log = logging.getLogger("simu_bench.run")
 
 def check(plan, configs: dict) -> None:
     """Refuse what cannot run across processes, before any model loads."""
-    if plan.eval_every:
+    if plan.eval_every or plan.eval_at:
         raise UserError(
             "--eval-every cannot run under torchrun: the evaluations during training would need every process; "
             "run the trajectory in one process, or leave --eval-every out"

@@ -26,6 +26,8 @@ from pathlib import Path
 from simu_bench.errors import UserError
 from simu_bench.evaluation import BATCH_SIZE, MAX_NEW_TOKENS
 from simu_bench.evaluation.relearn import DEFAULT_FRACTION, LR, check_fraction, check_steps
+from simu_bench.leaderboard.floor import DEFAULT_FRACTION as FLOOR_FRACTION
+from simu_bench.leaderboard.floor import UtilityFloor, parse_utility_floor
 from simu_bench.pipeline.flags import add_flags, command_words, flag, positive, values_from
 from simu_bench.pipeline.workers import parse_workers
 from simu_bench.unlearning import registry
@@ -82,6 +84,15 @@ def _size(name: str, flag: str) -> None:
     target_config(name)
 
 
+def _stop_level(value: float, name: str) -> None:
+    if not 0.0 < value < 1.0:
+        raise UserError(f"{name} {value:g}: expected a forget level in (0, 1), e.g. 0.2")
+
+
+def _floor(text: str, name: str) -> UtilityFloor:
+    return parse_utility_floor(text)
+
+
 def _tasks(text: str, name: str) -> tuple[str, ...] | None:
     """The comma-separated lm-eval task names, parsed once."""
     return tuple(task.strip() for task in text.split(",") if task.strip()) or None
@@ -92,8 +103,9 @@ class Plan:
     """Everything `simu-bench run` (or a tune trial, or `eval`) was asked to do."""
 
     methods: tuple[str, ...] = field(default=(), metadata=flag(
-        "methods to run (default: all registered)", commands=("run", "tune"), metavar="all|a,b,c", default="all",
-        parse=resolve_methods, always=True, per={"tune": {"help": "methods to tune (default: all registered)"}}))
+        "methods to run (default: all registered)", commands=("run", "tune", "frontier"), metavar="all|a,b,c",
+        default="all", parse=resolve_methods, always=True,
+        per={"tune": {"help": "methods to tune (default: all registered)"}}))
     seeds: tuple[int, ...] = field(default=(0,), metadata=flag(
         f"seeds, comma-separated (default: {DEFAULT_SEEDS})", commands=("run",), metavar="0,1,2",
         default=lambda: DEFAULT_SEEDS, parse=parse_seeds, always=True))
@@ -123,11 +135,11 @@ class Plan:
         "`simu-bench tune`)", commands=("run",), metavar="DIR"))
     overrides: tuple[str, ...] = field(default=(), metadata=flag(
         "override a method config key, e.g. optimizer.lr=1e-5 or simu.options.t=0.3 (repeatable)",
-        commands=("run", "tune"), name="--set", metavar="KEY=VALUE", repeat=True,
+        commands=("run", "tune", "frontier"), name="--set", metavar="KEY=VALUE", repeat=True,
         per={"tune": {"help": "override a key that is not searched, e.g. train.max_steps=10 (repeatable)"}}))
     dtype: str | None = field(default=None, metadata=flag(  # also `train.dtype=D` in `overrides`
         "train every method in this dtype (sets train.dtype; default: each config's, float32; SOUL used bfloat16) "
-        "and evaluate the target in it", commands=("run", "tune"), choices=DTYPES))
+        "and evaluate the target in it", commands=("run", "tune", "frontier"), choices=DTYPES))
     eval_dtype: str | None = field(default=None, metadata=flag(  # hashed as evaluation.dtype (`resolve`)
         "evaluate in this dtype (default: the dtype the run trained in)", choices=DTYPES, renamed={"eval": "--dtype"},
         per={"eval": {"help": "evaluate the model in this dtype (default: float32; auto: the checkpoint's; the "
@@ -138,7 +150,8 @@ class Plan:
     device: str = field(default="cpu", metadata=flag("torch device (default: cpu)"))
     threads: int | None = field(default=None, metadata=flag(  # None: 1 for the embedded target, else torch's
         "torch CPU threads (default: 1 for the embedded target, whose small matrices run fastest on one thread; "
-        "otherwise torch's default)", commands=("run", "tune"), metavar="N", check=positive("number of threads", 1)))
+        "otherwise torch's default)", commands=("run", "tune", "frontier"), metavar="N",
+        check=positive("number of threads", 1)))
     max_new_tokens: int = field(default=MAX_NEW_TOKENS, metadata=flag(
         f"generation limit per row (default: {MAX_NEW_TOKENS}, as LUME's official scorer; lower only for quick "
         "checks)", metavar="N", check=positive("number of tokens", 256), identity="evaluation.max_new_tokens",
@@ -148,10 +161,22 @@ class Plan:
         identity="evaluation.batch_size", identity_always=True, renamed={"eval": "--batch-size"}))
     eval_every: int | None = field(default=None, metadata=flag(  # hashed in `resolve.run_config` when given
         "also evaluate every K optimizer steps and store trajectory.jsonl per run: step 0, K, 2K, ..., final "
-        "(default: off)", commands=("run",), metavar="K", check=positive("number of optimizer steps", 10)))
+        "(default: off)", commands=("run", "frontier"), metavar="K", check=positive("number of optimizer steps", 10)))
+    eval_at: str | None = field(default=None, metadata=flag(  # hashed in `resolve.run_config` when given
+        "also evaluate at steps 1, 2, 4, 8, ... (dense early) and store trajectory.jsonl; with --eval-every: both "
+        "sets of steps (default: off)", commands=("run", "tune", "frontier"), choices=("log",),
+        per={"tune": {"help": "evaluate each trial at steps 1, 2, 4, 8, ...: retain_at_forget then judges every "
+                              "point, not only the end (default: the end only)"},
+             "frontier": {"default": "log", "help": "the trials' evaluation points: steps 1, 2, 4, 8, ... and the "
+                                                    "end (default: log)"}}))
     eval_rows: int | None = field(default=None, metadata=flag(
-        "with --eval-every: evaluate the points before the final one on a seeded subset of N forget and N retain "
-        "rows (default: all rows)", commands=("run",), metavar="N", check=positive("number of rows per split", 32)))
+        "with --eval-every/--eval-at: evaluate the points before the final one on a seeded subset of N forget and N "
+        "retain rows (default: all rows)", commands=("run", "tune", "frontier"), metavar="N",
+        check=positive("number of rows per split", 32)))
+    stop_at_forget: float | None = field(default=None, metadata=flag(  # applied as train.stop_at_forget
+        "stop each run at the first evaluation point whose forget score (mean of the 6 raw forget components) is "
+        "<= L, in (0, 1); sets train.stop_at_forget; needs --eval-at or --eval-every; unlearn.json records the step "
+        "and whether L was reached", commands=("run",), metavar="L", check=_stop_level))
     # question rows stop decoding once their score is decided (`evaluation.decoding`): same scores,
     # shorter stored text; tuning trials always, final evaluations when asked
     fast_decode: bool = field(default=False, metadata=flag(
@@ -214,18 +239,25 @@ class TunePlan:
         "seeds the results are reported on, never tuned on (default: 0,1,2)", commands=("tune",), metavar="0,1,2",
         default="0,1,2", parse=parse_seeds))
     rule: str = field(default="final", metadata=flag(
-        "final: best mean final score (default); retain_at_forget: best mean retain among trials with mean forget "
-        "<= --forget-level", commands=("tune",), choices=RULES, always=True))
+        "final: best mean final score (default); retain_at_forget: best dev-mean retain at a point (evaluation point "
+        "with --eval-at, or the end) with dev-mean forget <= --forget-level", commands=("tune",), choices=RULES,
+        always=True))
     forget_level: float = field(default=0.2, metadata=flag(
         "forget level of retain_at_forget (mean of the 6 raw forget components; default: 0.2)", commands=("tune",),
         metavar="L", check=_level))
     sampler_seed: int = field(default=0, metadata=flag(
         "seed of the TPE sampler (default: 0)", commands=("tune",), metavar="N"))
+    utility_floor: UtilityFloor = field(default=UtilityFloor(), metadata=flag(
+        f"trials whose utility is below F x the target's utility (or below V) cannot win, as the official LUME "
+        f"evaluation discards such models (default: {FLOOR_FRACTION}; 0: off)", commands=("tune",),
+        metavar="F|abs:V", default=str(FLOOR_FRACTION), parse=_floor))
 
     def rule_text(self) -> str:
+        floor = "" if self.utility_floor.off else f"; trials below the {self.utility_floor.text()} cannot win"
         if self.rule == "final":
-            return "best mean final score over the dev seeds"
-        return f"best mean retain score among trials with mean forget score <= {self.forget_level:g}"
+            return f"best mean final score over the dev seeds{floor}"
+        return (f"best dev-mean retain score at a point (evaluation point or end) with dev-mean forget score <= "
+                f"{self.forget_level:g}{floor}")
 
 
 def add_plan_flags(parser, command: str) -> None:
@@ -247,6 +279,8 @@ def plan_from_args(args, command: str, **given) -> Plan:
     check_plan(plan)
     if plan.dtype:  # --dtype D trains every method in D
         plan = dataclasses.replace(plan, overrides=plan.overrides + (f"train.dtype={plan.dtype}",))
+    if plan.stop_at_forget is not None:  # --stop-at-forget L stops every method at L
+        plan = dataclasses.replace(plan, overrides=plan.overrides + (f"train.stop_at_forget={plan.stop_at_forget!r}",))
     return plan
 
 
@@ -266,10 +300,14 @@ def check_plan(plan: Plan) -> None:
     if plan.fast_decode and plan.backend != "hf":
         raise UserError(f"--fast-decode works with --backend hf only (it decodes through transformers); drop "
                         f"--fast-decode or use --backend hf (got --backend {plan.backend})")
-    if plan.eval_rows is not None and plan.eval_every is None:
+    if plan.eval_rows is not None and plan.eval_every is None and plan.eval_at is None:
         raise UserError(
-            f"--eval-rows {plan.eval_rows} needs --eval-every K: it sets the rows of the points evaluated every K steps"
+            f"--eval-rows {plan.eval_rows} needs --eval-every K or --eval-at log: it sets the rows of the points "
+            "evaluated along the way"
         )
+    if plan.stop_at_forget is not None and not (plan.eval_every or plan.eval_at):
+        raise UserError(f"--stop-at-forget {plan.stop_at_forget:g} needs evaluation points to stop at: add "
+                        "--eval-at log or --eval-every K (e.g. --eval-at log --eval-rows 32)")
     if plan.relearn is not None:
         check_fraction(plan.relearn_fraction)
     elif plan.relearn_fraction != DEFAULT_FRACTION:

@@ -104,6 +104,11 @@ def check_inputs(plan: Plan) -> dict[str, object]:
     check_backend(plan.backend, plan.strict)
     check_size(plan.size, plan.model)
     configs = load_method_configs(plan.methods, plan.overrides, plan.config_dir)
+    stopping = [method for method, config in configs.items() if config.train.stop_at_forget is not None]
+    if stopping and not (plan.eval_every or plan.eval_at):
+        level = configs[stopping[0]].train.stop_at_forget
+        raise UserError(f"{stopping[0]}: train.stop_at_forget {level:g} needs evaluation points to stop at; add "
+                        f"--eval-at log or --eval-every K (e.g. --eval-at log --eval-rows 32)")
     check_data_dir(plan.data)
     check_model(plan.model)  # config, weight headers and tokenizer files, without loading the weights
     check_device(plan.device)
@@ -183,8 +188,10 @@ def run_config(plan: Plan, resolved: Resolved, method: str, seed: int | None, un
     for key, value in identity(Plan, plan, method_run=method != REFERENCE).items():
         section, name = key.split(".")
         config.setdefault(section, {})[name] = value
-    if plan.eval_every and method != REFERENCE:  # only when asked: run stores made without it keep their hashes
+    if (plan.eval_every or plan.eval_at) and method != REFERENCE:  # only when asked: stores keep their hashes
         config["trajectory"] = {"eval_every": plan.eval_every, "eval_rows": plan.eval_rows}
+        if plan.eval_at:
+            config["trajectory"]["eval_at"] = plan.eval_at
     if plan.backend != "hf":  # only when asked: run stores generated with hf keep their hashes
         config["evaluation"]["backend"] = {"name": plan.backend, "strict": plan.strict}
     if plan.relearn and method != REFERENCE:  # the same: only when asked

@@ -132,17 +132,20 @@ def relearn_run(model, tokenizer, data, plan: Plan, evaluation) -> dict:
                    fraction=plan.relearn_fraction, before=evaluation.samples, in_place=True)
 
 
-def trajectory_for(plan: Plan, data):
-    """The `--eval-every` callback for one run, or None without the flag. Its points keep no
-    generated text, so question rows stop decoding once their score is decided."""
-    if not plan.eval_every:
+def trajectory_for(plan: Plan, data, unlearn=None):
+    """The `--eval-every`/`--eval-at` callback for one run (stopping at `unlearn.train.stop_at_forget`
+    when set), or None without evaluation points. Its points keep no generated text, so question
+    rows stop decoding once their score is decided."""
+    if not (plan.eval_every or plan.eval_at):
         return None
+    settings = dict(log=plan.eval_at == "log", stop_at_forget=unlearn.train.stop_at_forget if unlearn else None)
     if plan.eval_rows:  # a seeded subset of forget and retain rows; --utility-tasks left out
         rows = subset(data, plan.eval_rows)
         return Trajectory(plan.eval_every, lambda model, tokenizer: evaluate_model(
-            model, tokenizer, rows, plan, utility_tasks=False, early_stop=True).to_dict(), measured_rows(rows))
+            model, tokenizer, rows, plan, utility_tasks=False, early_stop=True).to_dict(), measured_rows(rows),
+            **settings)
     return Trajectory(plan.eval_every, lambda model, tokenizer: evaluate_model(
-        model, tokenizer, data, plan, early_stop=True).to_dict())
+        model, tokenizer, data, plan, early_stop=True).to_dict(), **settings)
 
 
 def summary_line(run: Run, metrics: dict, timings: dict) -> str:

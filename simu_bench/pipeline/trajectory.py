@@ -1,12 +1,16 @@
-"""Trajectories: evaluate every K optimizer steps during unlearning (`simu-bench run --eval-every K`).
+"""Trajectories: evaluate at chosen steps during unlearning (`simu-bench run --eval-every K | --eval-at log`).
 
     simu-bench run --methods all --eval-every 5                  # every point on the whole data
     simu-bench run --methods all --eval-every 5 --eval-rows 32   # intermediate points on 32 + 32 rows
+    simu-bench run --methods all --eval-at log --eval-rows 32    # steps 1, 2, 4, 8, ... and the end
+    simu-bench run --methods simu --eval-at log --stop-at-forget 0.2   # stop once forget <= 0.2
 
 A run made with `--eval-every K` stores `trajectory.jsonl` next to its metrics.json: one row per
 evaluation, in order of `step` (optimizer steps done): 0 (the model before the first step), K,
-2K, ... and last the run's own final evaluation (step = steps done; the numbers of metrics.json,
-not a second evaluation). Each row:
+2K, ... (with `--eval-at log`: 1, 2, 4, 8, ...; with both: the union) and last the run's own
+final evaluation (step = steps done; the numbers of metrics.json, not a second evaluation). With
+`train.stop_at_forget L` the run ends at the first point whose forget score is <= L (that point
+is then followed by the run's final evaluation at the same step). Each row:
 
     {"step": 10, "forget": 0.41, "retain": 0.93, "utility": 0.83, "mia": 0.52, "task_aggregate": 0.62,
      "final": 0.66, "seconds": 1.9, "rows": "all"}
@@ -80,20 +84,32 @@ def measured_rows(rows) -> int:
     return max(len(rows.forget), len(rows.retain))
 
 
+def due(step: int, every: int | None, log: bool) -> bool:
+    """Whether `step` (optimizer steps done, >= 1) is an evaluation point: a multiple of `every`,
+    or with `log` a power of two (1, 2, 4, 8, ...: dense early, where a high learning rate does its work)."""
+    return bool(every and step % every == 0) or (log and step & (step - 1) == 0)
+
+
 class Trajectory:
-    """A loop callback (`loop.run(..., callbacks=[trajectory])`) that evaluates every `every` steps.
+    """A loop callback (`loop.run(..., callbacks=[trajectory])`) that evaluates at chosen steps.
 
     Args:
-        every: optimizer steps between evaluations (K >= 1).
+        every: optimizer steps between evaluations (K >= 1), or None.
         measure: `measure(model, tokenizer) -> metrics dict` (the metrics.json schema); called
-            at step 0 and at every multiple of `every` below the run's last step.
+            at step 0 and at every due step (`due`) below the run's last step.
         rows: what `measure` evaluates on, recorded in each point: "all" or the subset size N.
+        log: also evaluate at steps 1, 2, 4, 8, ... (`--eval-at log`).
+        stop_at_forget: end the run at the first point whose forget score is <= this level
+            (`train.stop_at_forget`); `stopped_at` then holds that point's step.
 
     `points` holds the rows so far; `finish` appends the run's final evaluation.
     """
 
-    def __init__(self, every: int, measure: Callable[..., dict], rows: int | str = "all"):
-        self.every, self.measure, self.rows = every, measure, rows
+    def __init__(self, every: int | None, measure: Callable[..., dict], rows: int | str = "all", *,
+                 log: bool = False, stop_at_forget: float | None = None):
+        self.every, self.measure, self.rows, self.log = every, measure, rows, log
+        self.stop_at_forget = stop_at_forget
+        self.stopped_at: int | None = None
         self.points: list[dict] = []
 
     @property
@@ -106,7 +122,7 @@ class Trajectory:
 
     def after_step(self, state) -> None:
         # The last step's point is the run's final evaluation: not measured twice.
-        if state.step % self.every == 0 and state.step < state.total_steps:
+        if due(state.step, self.every, self.log) and state.step < state.total_steps:
             self._evaluate(state)
 
     def _evaluate(self, state) -> None:
@@ -123,12 +139,22 @@ class Trajectory:
         last = self.points[-1]
         log.info("trajectory step %d: forget %s, retain %s (%.1f s)", last["step"], _num(last["forget"]),
                  _num(last["retain"]), last["seconds"])
+        if self.stop_at_forget is not None and last["forget"] is not None and last["forget"] <= self.stop_at_forget:
+            self.stopped_at, state.stop = state.step, True
+            log.info("forget %.3f <= %g at step %d: stopping", last["forget"], self.stop_at_forget, state.step)
 
     def finish(self, step: int, metrics: dict, seconds: float) -> list[dict]:
         """Append the run's final evaluation (whole data) as the point at `step`; return all points."""
         self.points = [p for p in self.points if p["step"] != step]
         self.points.append(point(step, metrics, seconds, "all"))
         return self.points
+
+    def stop_record(self, steps: int) -> dict | None:
+        """unlearn.json's `stop_at_forget` entry: the level, whether a point reached it, and the step
+        the run ended at ("not reached" is recorded as such, never imputed)."""
+        if self.stop_at_forget is None:
+            return None
+        return {"level": self.stop_at_forget, "reached": self.stopped_at is not None, "step": steps}
 
 
 def _num(value) -> str:

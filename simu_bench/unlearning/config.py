@@ -83,10 +83,19 @@ class TrainConfig:
     warmup_ratio: float = setting(0.1, ge=0.0, le=1.0, doc="share of steps of linear warm-up")
     max_length: int = setting(512, ge=2, doc="tokens per example (prompt + answer + eos)")
     max_steps: int | None = setting(None, ge=1, doc="stop after this many optimizer steps; the schedule spans them")
+    stop_at_step: int | None = setting(
+        None, ge=0, doc="stop after this many optimizer steps, the schedule still spanning the whole run: the model "
+        "is the full run's checkpoint at that step (a frontier candidate's step)")
+    stop_at_forget: float | None = setting(
+        None, gt=0.0, lt=1.0, doc="stop at the first evaluation point (run --eval-every/--eval-at) whose forget "
+        "score (mean of the 6 raw forget components) is <= this level")
     dtype: str = setting(
         "float32", choices=DTYPES,
         doc="the model's dtype while unlearning (and evaluating, unless told otherwise); auto: the checkpoint's",
     )
+
+
+STOP_KEYS = ("stop_at_step", "stop_at_forget")
 
 
 @dataclass
@@ -112,5 +121,8 @@ class UnlearnConfig:
         data = dataclasses.asdict(self)
         for key in ("source", "search", "tuned"):
             data.pop(key)
+        for key in STOP_KEYS:  # only when set: configs made before them keep their run identity
+            if data["train"][key] is None:
+                data["train"].pop(key)
         data["optimizer"]["betas"] = list(self.optimizer.betas)
         return data

@@ -217,7 +217,7 @@ class Session:
         """All epochs; return (status, message)."""
         train, state = self.train_cfg, self.state
         name = self.unlearner.name
-        if not self.unlearner.trains:  # the model was changed in prepare
+        if not self.unlearner.trains or state.stop or train.stop_at_step == 0:  # nothing (more) to train
             return "ok", ""
         with tqdm(total=state.total_steps, desc=name, disable=not progress, leave=False) as bar:
             for epoch in range(train.epochs):
@@ -241,7 +241,7 @@ class Session:
                         return "diverged", f"{name}: {problem}"
                     bar.update(1)
                     bar.set_postfix(loss=f"{state.loss:.4f}")
-                    if state.step >= state.total_steps:
+                    if state.step >= state.total_steps or state.stop or state.step == train.stop_at_step:
                         return "ok", ""
         return "ok", ""
 

@@ -80,6 +80,7 @@ class LoopState:
     batch: PairedBatch | None = None  # the last micro-batch
     group: list = field(default_factory=list)  # the micro-batches of the current / last optimizer step
     loss: float | None = None  # the loss of the current / last optimizer step
+    stop: bool = False  # a hook sets it to end the run after the current step (e.g. `--stop-at-forget`)
 
 
 class Unlearner:

@@ -154,7 +154,54 @@ def test_callback_schedule_and_model_state(every, total, steps):
     assert points[-1]["seconds"] == 1.0 and points[0]["utility"] is None and points[0]["mia"] is None
 
 
+@pytest.mark.parametrize("every, log, total, steps", [
+    (None, True, 10, [0, 1, 2, 4, 8, 10]), (3, True, 10, [0, 1, 2, 3, 4, 6, 8, 9, 10]),
+    (None, True, 8, [0, 1, 2, 4, 8]),
+])
+def test_eval_at_log_is_dense_early_and_joins_eval_every(every, log, total, steps):
+    state = SimpleNamespace(model=FakeModel(), tokenizer=None, step=0, total_steps=total, stop=False)
+    trajectory = Trajectory(every, lambda model, tokenizer: metrics_with(0.5), log=log)
+    trajectory.on_train_start(state)
+    for step in range(1, total + 1):
+        state.step = step
+        trajectory.after_step(state)
+    assert [p["step"] for p in trajectory.finish(total, metrics_with(0.5), 1.0)] == steps
+
+
+def test_stop_at_forget_stops_at_the_first_point_at_or_below_the_level():
+    """forget = 1 - step/10 at points 0, 1, 2, 4, 8: the first <= 0.7 is step 4 (0.6), not 3 (no point)."""
+    state = SimpleNamespace(model=FakeModel(), tokenizer=None, step=0, total_steps=20, stop=False)
+    trajectory = Trajectory(None, lambda model, tokenizer: metrics_with(1 - state.step / 10), log=True,
+                            stop_at_forget=0.7)
+    trajectory.on_train_start(state)
+    while not state.stop and state.step < 20:
+        state.step += 1
+        trajectory.after_step(state)
+    assert state.step == 4 and trajectory.stopped_at == 4
+    assert trajectory.stop_record(4) == {"level": 0.7, "reached": True, "step": 4}
+    never = Trajectory(None, lambda model, tokenizer: metrics_with(0.9), log=True, stop_at_forget=0.1)
+    assert never.stop_record(20) == {"level": 0.1, "reached": False, "step": 20}
+
+
+def test_eval_at_log_and_stop_at_forget_end_to_end(inputs, tmp_path):
+    """3 steps with --eval-at log: points 0, 1, 2 and the final 3; a level above the target's
+    forget score stops at step 0 (counted as reached, 0 steps)."""
+    out = tmp_path / "runs"
+    assert main(["run", "--methods", "fo_graddiff", "--seeds", "0", "--out", str(out), *inputs, *QUICK,
+                 "--eval-at", "log", "--eval-rows", "6"]) == 0
+    assert [p["step"] for p in read_trajectory(out / "fo_graddiff" / "seed0")] == [0, 1, 2, 3]
+    first = read_trajectory(out / "fo_graddiff" / "seed0")[0]["forget"]
+    stopped = tmp_path / "stopped"
+    assert main(["run", "--methods", "fo_graddiff", "--seeds", "0", "--out", str(stopped), *inputs, *QUICK,
+                 "--eval-at", "log", "--eval-rows", "6", "--stop-at-forget", f"{min(first + 0.01, 0.99)}"]) == 0
+    unlearn = json.loads((stopped / "fo_graddiff" / "seed0" / "unlearn.json").read_text())
+    assert unlearn["steps"] == 0 and unlearn["stop_at_forget"]["reached"] is True
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--stop-at-forget", "0.2"], "needs evaluation points"),
+    (["--stop-at-forget", "1.5", "--eval-at", "log"], "expected a forget level in (0, 1)"),
+    (["--set", "train.stop_at_forget=0.2"], "needs evaluation points"),
     (["--eval-every", "0"], "--eval-every 0: expected a positive"),
     (["--eval-every", "-3"], "--eval-every -3: expected a positive"),
     (["--eval-every", "2", "--eval-rows", "0"], "--eval-rows 0: expected a positive"),

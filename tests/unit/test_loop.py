@@ -116,6 +116,41 @@ def test_max_steps_caps_the_run(tokenizer, data):
     assert result.steps == 3 == loop.count_steps(4, config.train)
 
 
+def test_stop_at_step_keeps_the_schedule_and_gives_the_full_runs_checkpoint(tokenizer, data):
+    """6 steps (warm-up 3): stopping at step 2 gives the weights the 6-step run had after step 2,
+    which max_steps=2 (a schedule over 2 steps) does not."""
+    base = ["train.epochs=3", "train.grad_accum_steps=3", "train.warmup_ratio=0.5"]
+    seen = {}
+
+    class Snapshot:
+        def after_step(self, state):
+            if state.step == 2:
+                seen.update({k: v.detach().clone() for k, v in state.model.state_dict().items()})
+
+    def weights(overrides, callbacks=()):
+        model = tiny_model(tokenizer)
+        result = loop.run(registry.create("fo_graddiff", base + overrides), model, tokenizer, data, seed=0,
+                          progress=False, callbacks=callbacks)
+        return result, model.state_dict()
+
+    full, _ = weights([], [Snapshot()])
+    stopped, at_two = weights(["train.stop_at_step=2"])
+    capped, capped_two = weights(["train.max_steps=2"])
+    assert (full.steps, stopped.steps, capped.steps) == (6, 2, 2) and stopped.losses == full.losses[:2]
+    assert all(torch.equal(at_two[k], seen[k]) for k in seen)
+    assert not all(torch.equal(capped_two[k], seen[k]) for k in seen)
+
+
+def test_a_hook_that_sets_stop_ends_the_run_after_that_step(tokenizer, data):
+    class StopAtThree:
+        def after_step(self, state):
+            state.stop = state.step == 3
+
+    result = loop.run(registry.create("fo_graddiff", FAST), tiny_model(tokenizer), tokenizer, data, seed=0,
+                      progress=False, callbacks=[StopAtThree()])
+    assert result.status == "ok" and result.steps == 3
+
+
 def test_same_seed_same_run_other_seed_other_run(tokenizer, data):
     def losses_for(seed):
         unlearner = registry.create("fo_graddiff", FAST)
