@@ -22,9 +22,15 @@ components). A diverged or crashed run counts as the worst value of each (final 
 retain 0). A trial's values are the means over the dev seeds. Rules (``--rule``):
 
 - ``final`` (default): the best mean final score.
-- ``retain_at_forget``: the best mean retain among trials with mean forget <= ``--forget-level``;
-  the sampler is told ``retain`` for those and ``-forget`` for the others, so any trial within
-  the level beats every trial outside it. No trial within the level: no winner for that method.
+- ``retain_at_forget``: the candidate rule of `simu_bench.pipeline.candidates` at ``--forget-level``:
+  a trial's best point (its evaluation points with ``--eval-at log``, else each run's end), the
+  best dev-mean retain among points with dev-mean forget <= the level; the sampler is told that
+  retain, or ``-forget`` for a trial with no such point, so any trial within the level beats
+  every trial outside it. A winner whose best point comes before the end is written with
+  ``train.stop_at_step``. No trial within the level: no winner for that method.
+
+The utility floor (``--utility-floor``, `simu_bench.leaderboard.floor`; the target's utility comes
+from its reference run in ``DIR/trials/target``): a trial below it cannot win under either rule.
 
 Ties go to the earlier trial. Outputs: ``DIR/tuned/<method>.yaml`` (the method's YAML with the
 winner's values and the ``--set`` overrides applied, its ``search:`` moved into a ``tuned:``
@@ -50,16 +56,16 @@ from simu_bench.leaderboard.plots import write_fronts
 from simu_bench.leaderboard.render import tune_markdown
 from simu_bench.leaderboard.values import split_scores
 from simu_bench.pipeline.execute import execute
-from simu_bench.pipeline.plan import TunePlan
+from simu_bench.pipeline.plan import Plan, TunePlan
 from simu_bench.pipeline.resolve import check_inputs, overrides_for, prepare_inputs, run_config
 from simu_bench.pipeline.steps import free_memory, torch_settings
 from simu_bench.store.environment import environment
-from simu_bench.store.runs import Run
+from simu_bench.store.runs import REFERENCE, Run
 from simu_bench.unlearning.config_overrides import parse_override, set_path
 from simu_bench.unlearning.registry import check_fit, config_path, load_config
 
 STARTUP_TRIALS = 5  # TPE's random trials before it models the results (Optuna's default is 10)
-WORST = {"final": 0.0, "forget": 1.0, "retain": 0.0}  # a diverged or crashed run
+WORST = {"final": 0.0, "forget": 1.0, "retain": 0.0, "utility": 0.0}  # a diverged or crashed run
 
 
 def check_tune(tp: TunePlan) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -120,17 +126,56 @@ def outcome(runs: list[Run]) -> dict:
             metrics = read_json(run.file("metrics.json"), expect=dict)
             for key, value in {**split_scores(metrics), "final": metrics.get("final")}.items():
                 values[key] = value if value is not None else WORST[key]
+            values["utility"] = (metrics.get("utility") or {}).get("value")  # None: not measured, not judged
         per_seed[str(run.seed)] = values
-    means = {key: statistics.fmean(v[key] for v in per_seed.values()) for key in WORST}
+    means = {key: None if any(v[key] is None for v in per_seed.values())
+             else statistics.fmean(v[key] for v in per_seed.values()) for key in WORST}
     return {**means, "per_seed": per_seed}
 
 
-def score(values: dict, rule: str, level: float) -> tuple[float, bool]:
-    """(what the sampler is told, whether the trial may win)."""
+def score(values: dict, rule: str, level: float, passes: bool = True) -> tuple[float, bool]:
+    """(what the sampler is told, whether the trial may win); `passes`: the utility floor's verdict.
+    For retain_at_forget `values` holds the trial's best point (`candidates.trial_value`) when it has one."""
     if rule == "final":
-        return values["final"], True
-    feasible = values["forget"] <= level
+        return values["final"], passes
+    feasible = values["forget"] <= level and passes
     return (values["retain"] if feasible else -values["forget"]), feasible
+
+
+def judged_values(runs: list[Run], values: dict, tp: TunePlan, target: float | None) -> tuple[dict, bool, int | None]:
+    """The values a rule judges, the floor's verdict and the chosen step (None: the end). For
+    retain_at_forget: the trial's best point over its evaluation points and ends (each run's end
+    alone when it has no points)."""
+    from simu_bench.pipeline.candidates import trial_value
+    from simu_bench.pipeline.trajectory import point
+    from simu_bench.store.runs import read_trajectory
+
+    if tp.rule == "final":
+        return values, tp.utility_floor.passes(values["utility"], target) is not False, None
+    trajectories = []
+    for run in runs:
+        points = read_trajectory(run.path)
+        if points is None and run.file("metrics.json").exists():
+            steps = read_json(run.file("unlearn.json"), expect=dict).get("steps", 0)
+            points = [point(steps, read_json(run.file("metrics.json"), expect=dict), 0.0)]
+        trajectories.append(points or [])
+    best = trial_value(trajectories, tp.forget_level, tp.utility_floor, target)
+    if best is None:
+        return values, False, None
+    last = min(max(p["step"] for p in points) for points in trajectories)
+    return {**values, "forget": best["forget"], "retain": best["retain"]}, True, (
+        best["step"] if best["step"] < last else None)
+
+
+def reference_utility(plan: Plan, resolved, data, env, say) -> float | None:
+    """The target's utility (its reference run in `plan.out`, evaluated once)."""
+    run = Run.at(plan.out, REFERENCE, None)
+    config = run_config(plan, resolved, REFERENCE, None, None)
+    run.check_config(config)
+    if not run.is_done():
+        execute(plan, dataclasses.replace(resolved, configs={(REFERENCE, None): config}), run, data, env, say)
+    metrics = read_json(run.file("metrics.json"), expect=dict) if run.is_done() else {}
+    return (metrics.get("utility") or {}).get("value")
 
 
 def front(trials: list[dict]) -> list[int]:
@@ -142,8 +187,39 @@ def front(trials: list[dict]) -> list[int]:
     return [t["trial"] for t in trials if not beaten(t)]
 
 
-def tune_method(tp: TunePlan, method: str, raw: dict, space: dict, resolved, data, env, say) -> dict:
-    """All trials of one method (resuming finished runs); its trials, front and winner."""
+def trial_runs(plan: Plan, method: str, folder: Path, raw: dict, params: dict, resolved) -> tuple:
+    """The runs of one trial (one per seed of `plan`), checked against their folders, with the
+    trial's raw YAML and its copy of `resolved`: (runs, raw, resolved); nothing written yet."""
+    trial_raw = raw
+    for key, value in params.items():
+        trial_raw = set_path(trial_raw, key, value)
+    config = load_config(trial_raw)
+    runs = [Run(folder / f"seed{seed}", method, seed) for seed in plan.seeds]
+    configs = {(method, run.seed): run_config(plan, resolved, method, run.seed, config) for run in runs}
+    for run in runs:
+        run.check_config(configs[(method, run.seed)])
+    trial_resolved = dataclasses.replace(resolved, configs=configs, unlearn_configs={method: config}, timings={})
+    return runs, trial_raw, trial_resolved
+
+
+def execute_runs(plan: Plan, runs: list[Run], resolved, data, env, say, label: str, detail: str = "",
+                 after=None) -> None:
+    """Do the runs not done yet (`label` names them in the log lines); `after(run)` is called
+    after each run and may return True to stop (a pruned trial)."""
+    for run in runs:
+        if run.is_done():
+            say(f"{label} seed {run.seed}: already done ({run.status()['status']}), skipped")
+        else:
+            say(f"{label} seed {run.seed}: {detail}")
+            execute(plan, resolved, run, data, env, say)
+            free_memory()
+        if after is not None and after(run):
+            return
+
+
+def tune_method(tp: TunePlan, method: str, raw: dict, space: dict, resolved, data, env, say, target=None) -> dict:
+    """All trials of one method (resuming finished runs); its trials, front and winner; `target`:
+    the target's utility, which the utility floor scales."""
     study, trials = new_study(tp.sampler_seed), []
     # a trial is judged by its scores, which early-decided decoding leaves unchanged
     plan = dataclasses.replace(tp.run, fast_decode=True)
@@ -154,29 +230,16 @@ def tune_method(tp: TunePlan, method: str, raw: dict, space: dict, resolved, dat
         if stored.exists() and read_json(stored).get("params") != params:
             raise UserError(f"{folder} holds a trial made with other parameters ({read_json(stored).get('params')} != "
                             f"{params}): another --sampler-seed, search space or Optuna version; use another --out")
-        trial_raw = raw
-        for key, value in params.items():
-            trial_raw = set_path(trial_raw, key, value)
-        config = load_config(trial_raw)
-        runs = [Run(folder / f"seed{seed}", method, seed) for seed in tp.run.seeds]
-        configs = {(method, run.seed): run_config(plan, resolved, method, run.seed, config) for run in runs}
-        for run in runs:
-            run.check_config(configs[(method, run.seed)])
+        runs, trial_raw, trial_resolved = trial_runs(plan, method, folder, raw, params, resolved)
         atomic_write_json(stored, {"method": method, "trial": k, "params": params, "sampler_seed": tp.sampler_seed})
-        trial_resolved = dataclasses.replace(resolved, configs=configs, unlearn_configs={method: config}, timings={})
         shown = ", ".join(f"{key}={value}" for key, value in params.items())
-        for run in runs:
-            if run.is_done():
-                say(f"{method} trial {k} seed {run.seed}: already done ({run.status()['status']}), skipped")
-            else:
-                say(f"{method} trial {k} ({k + 1} of {tp.trials}) seed {run.seed}: {shown}")
-                execute(plan, trial_resolved, run, data, env, say)
-                free_memory()
-        values = outcome(runs)
-        value, feasible = score(values, tp.rule, tp.forget_level)
+        execute_runs(plan, runs, trial_resolved, data, env, say, f"{method} trial {k}", f"{shown} ({k + 1} of "
+                     f"{tp.trials})")
+        values, passes, step = judged_values(runs, outcome(runs), tp, target)
+        value, feasible = score(values, tp.rule, tp.forget_level, passes)
         study.tell(trial, value)
         trials.append({"trial": k, "params": params, "dir": str(folder), **values, "score": value, "feasible": feasible,
-                       "raw": trial_raw})
+                       "step": step, "raw": trial_raw})
     feasible = [t for t in trials if t["feasible"]]
     winner = max(feasible, key=lambda t: (t["score"], -t["trial"]))["trial"] if feasible else None
     return {"space": space, "trials": trials, "front": front(trials), "winner": winner}
@@ -187,6 +250,8 @@ def tuned_yaml(tp: TunePlan, method: str, result: dict, command: str, date: str)
     best = result["trials"][result["winner"]]
     doc = copy.deepcopy(best["raw"])
     doc.pop("search", None)
+    if best.get("step") is not None:  # the winner is a checkpoint before the end: stop there
+        doc.setdefault("train", {})["stop_at_step"] = best["step"]
     doc["tuned"] = {
         "command": command, "date": date, "rule": tp.rule_text(), "trials": tp.trials, "trial": best["trial"],
         "dev_seeds": list(tp.run.seeds), "report_seeds": list(tp.report_seeds), "space": result["space"],
@@ -212,7 +277,9 @@ def run_tune(tp: TunePlan, say=print) -> dict:
         resolved = prepare_inputs(tp.run)
         check_fit([load_config(raw) for raw in raws.values()], resolved.model)  # before any trial is written
         data, env = load_lume(resolved.data_dir), environment(tp.run.device)
-        results = {m: tune_method(tp, m, raws[m], spaces[m], resolved, data, env, say) for m in tp.run.methods}
+        target = None if tp.utility_floor.off else reference_utility(tp.run, resolved, data, env, say)
+        results = {m: tune_method(tp, m, raws[m], spaces[m], resolved, data, env, say, target)
+                   for m in tp.run.methods}
     for method, result in results.items():
         if result["winner"] is not None:
             path = tp.out / "tuned" / f"{method}.yaml"
@@ -220,7 +287,8 @@ def run_tune(tp: TunePlan, say=print) -> dict:
             result["tuned_config"] = str(path)
     report = {
         "command": tp.run.command, "date": env["date"], "rule": {"name": tp.rule, "text": tp.rule_text(),
-        "forget_level": tp.forget_level if tp.rule == "retain_at_forget" else None}, "sampler": sampler_record(tp),
+        "forget_level": tp.forget_level if tp.rule == "retain_at_forget" else None,
+        "utility_floor": tp.utility_floor.to_dict(target)}, "sampler": sampler_record(tp),
         "trials": tp.trials, "dev_seeds": list(tp.run.seeds), "report_seeds": list(tp.report_seeds),
         "overrides": list(tp.run.overrides),
         "methods": {m: {**r, "trials": [{k: v for k, v in t.items() if k != "raw"} for t in r["trials"]]}

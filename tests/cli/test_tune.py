@@ -112,6 +112,13 @@ def test_the_rules_score_trials_as_documented():
     assert tune.score({"final": 0.9, "forget": 0.3, "retain": 0.9}, "retain_at_forget", 0.2) == (-0.3, False)
 
 
+def test_a_trial_below_the_utility_floor_cannot_win():
+    """The sampler still hears its score (so it learns where the floor is); the trial is not feasible."""
+    assert tune.score({"final": 0.9, "forget": 0.1, "retain": 0.9}, "final", 0.2, passes=False) == (0.9, False)
+    assert tune.score({"final": 0.9, "forget": 0.1, "retain": 0.9}, "retain_at_forget", 0.2, passes=False) == (
+        -0.1, False)
+
+
 def test_the_front_keeps_the_trials_no_other_trial_beats_on_both_axes():
     trials = [{"trial": 0, "forget": 0.1, "retain": 0.5}, {"trial": 1, "forget": 0.3, "retain": 0.9},
               {"trial": 2, "forget": 0.3, "retain": 0.4}, {"trial": 3, "forget": 0.1, "retain": 0.5}]
@@ -167,7 +174,7 @@ def test_tune_writes_trials_reports_and_tuned_configs_with_the_winners_values(tu
         stored = json.loads((out / "trials" / method / "trial1" / "seed100" / "config.json").read_text())
         assert stored["config"]["evaluation"]["fast_decode"] is True
         winner = result["trials"][result["winner"]]
-        assert winner["final"] == max(t["final"] for t in result["trials"])
+        assert winner["final"] == max(t["final"] for t in result["trials"] if t["feasible"])
         path = out / "tuned" / f"{method}.yaml"
         config = registry.load_config(path)
         assert config.method == method and config.train.max_steps == 1  # the --set the trials ran with
