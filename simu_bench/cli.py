@@ -21,6 +21,7 @@ SUBCOMMANDS = [
     ("run", "simu_bench.commands.run"),
     ("tune", "simu_bench.commands.tune"),
     ("ladder", "simu_bench.commands.ladder"),
+    ("frontier", "simu_bench.commands.frontier"),
     ("leaderboard", "simu_bench.commands.leaderboard"),
     ("compare", "simu_bench.commands.compare"),
     ("eval", "simu_bench.commands.eval"),
@@ -31,7 +32,7 @@ SUBCOMMANDS = [
 ]
 # Commands that build or train the embedded target when no --model is given: their CPU kernels
 # are pinned so that its bytes, and every metric of runs on it, are the same on any x86-64 CPU.
-PINNED_COMMANDS = ("prepare", "run", "tune", "ladder")
+PINNED_COMMANDS = ("prepare", "run", "tune", "ladder", "frontier")
 
 
 def build_parser() -> argparse.ArgumentParser:

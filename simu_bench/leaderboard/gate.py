@@ -12,6 +12,10 @@ and the 12 components where the baseline has them), the new mean must be:
 A metric outside its band "moved"; a missing new value (no finished run) moves too, and so does a
 value that is not a number (NaN) on either side: a gate that cannot compare does not pass. A new
 store without a run of any method compares nothing and is refused.
+
+A frontier (`simu-bench frontier`'s frontier.json, or its --out folder as the new side) is compared
+the same way, one row per method and level ("simu @ forget<=0.2") on forget, retain, utility, MIA
+score and final over the report seeds; frontiers of other levels or budgets have other rows.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from simu_bench.leaderboard.values import COMPONENTS, summary_columns
 from simu_bench.store.runs import REFERENCE, is_number
 
 METRICS = [c.key for c in summary_columns(None)[:4]] + [c.key for c in COMPONENTS]
+FRONTIER_METRICS = ("forget", "retain", "utility", "mia", "final")
 EXACT = 1e-12
 NOT_A_NUMBER = "not a number"  # the rule shown where either side (or the band) is NaN or infinite
 FIX = "give the leaderboard.json that `simu-bench run` or `simu-bench leaderboard RUN_DIR --format json` writes"
@@ -65,6 +70,8 @@ def load_baseline(path: Path) -> dict:
         raise UserError(f"baseline {path} is not JSON ({error}); {FIX}") from None
     except RecursionError:
         raise UserError(f"baseline {path}: JSON nested too deeply; {FIX}") from None
+    if isinstance(data, dict) and isinstance(data.get("table"), list) and "plan" in data:
+        data = frontier_board(data)
     rows = data.get("rows") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not rows:
         raise UserError(f"baseline {path} is not a leaderboard: expected a non-empty 'rows' list; {FIX}")
@@ -88,6 +95,8 @@ def load_baseline(path: Path) -> dict:
 def load_new(run_dir: Path) -> dict:
     """The leaderboard of the run store `run_dir`, as `board.to_dict` writes it."""
     run_dir = Path(run_dir)
+    if (run_dir / "frontier.json").is_file():  # a `simu-bench frontier` folder
+        return frontier_board(json.loads(read_text(run_dir / "frontier.json", "frontier.json")))
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; give the --out folder of a `simu-bench run`")
     board = build(run_dir)
@@ -96,6 +105,17 @@ def load_new(run_dir: Path) -> dict:
         raise UserError(f"{run_dir} holds {held}, no run of a method: nothing to compare, which is not a pass; "
                         f"run the methods into it first (`simu-bench run --methods ... --out {run_dir}`)")
     return to_dict(board)
+
+
+def frontier_board(frontier: dict) -> dict:
+    """A frontier.json as leaderboard rows: one per method and level with a winner."""
+    rows = []
+    for row in frontier["table"]:
+        if row.get("winner") is None:
+            continue
+        rows.append({"method": f"{row['method']} @ forget<={row['level']:g}", "metrics": row["report"],
+                     "status": {seed: {"status": v["status"]} for seed, v in row["per_seed"].items()}})
+    return {"rows": rows, "meta": {}, "frontier": True}
 
 
 def _fingerprints(board: dict) -> tuple:
@@ -118,11 +138,12 @@ def compare(baseline: dict, new: dict, tolerance: float = 0.02) -> Comparison:
     fingerprints = _fingerprints(baseline)
     same_inputs = None not in fingerprints and fingerprints == _fingerprints(new)
     moved, compared, checks = [], {}, 0
+    metrics = FRONTIER_METRICS if baseline.get("frontier") else METRICS
     for method, row in new_rows.items():
         base = base_rows[method]
         exact = same_inputs and _ok_seeds(base) == _ok_seeds(row)
         compared[method] = "exact" if exact else "CI"
-        for key in METRICS:
+        for key in metrics:
             before = (base["metrics"].get(key) or {}).get("mean")
             if before is None:
                 continue  # the baseline does not have this metric

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from simu_bench.errors import UserError
 
-COMMANDS = ("run", "tune", "eval")
+COMMANDS = ("run", "tune", "eval", "frontier")
 KEY = "flag"  # the field metadata key
 
 

@@ -6,6 +6,8 @@ Each store is written by hand (raw JSON files): a reference row and fo_graddiff 
 leaderboard.json that `simu-bench leaderboard --format json` writes from such a store.
 """
 
+import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,26 @@ def test_committed_results_against_a_fresh_tiny_run(tiny_target, tmp_path, capsy
     code, text, _ = compare(capsys, RESULTS, out)
     assert code == 1 and "| fo_graddiff |" in text and "(95% CI)" in text
     assert text.splitlines()[0] == "not in the new runs, not compared: simu, so_graddiff"
+
+
+def _frontier(retain_values):
+    def cell(values):
+        return {"mean": statistics.fmean(values), "ci95": 0.01, "n": len(values), "values": values}
+
+    per_seed = {str(s): {"status": "ok", "forget": 0.1, "retain": r, "utility": 0.8, "mia": 0.7, "final": 0.6}
+                for s, r in enumerate(retain_values)}
+    row = {"method": "simu", "level": 0.2, "winner": {"trial": 0, "step": 8, "params": {}},
+           "report": {"forget": cell([0.1, 0.1]), "retain": cell(retain_values), "utility": cell([0.8, 0.8]),
+                      "mia": cell([0.7, 0.7]), "final": cell([0.6, 0.6])}, "per_seed": per_seed}
+    return {"plan": {"levels": [0.2]}, "table": [row, {"method": "npo", "level": 0.2, "winner": None}]}
+
+
+def test_a_frontier_is_compared_per_method_and_level(tmp_path, capsys):
+    """Baseline retain 0.90 ± 0.01: a new frontier at 0.905 passes, at 0.95 'simu @ forget<=0.2' moved."""
+    (tmp_path / "base.json").write_text(json.dumps(_frontier([0.9, 0.9])))
+    for name, values, code in (("same", [0.9, 0.91], 0), ("moved", [0.95, 0.95], 1)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "frontier.json").write_text(json.dumps(_frontier(values)))
+        assert main(["compare", str(tmp_path / "base.json"), str(tmp_path / name)]) == code
+        out = capsys.readouterr().out
+        assert ("simu @ forget<=0.2 | retain" in out) == (code == 1), out

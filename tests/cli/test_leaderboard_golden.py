@@ -3,7 +3,9 @@
 `golden_store.make_store` writes a run store by hand (raw JSON files, no project code), with three seeds of
 three methods, a diverged and a crashed run. simu's utility (0.55) is below the default utility
 floor (0.75 x the target's 0.9 = 0.675): its row is shown with "below floor" as its rank, its runs
-are counted as below the floor, and it takes no part in the ranks or the paired comparisons.
+are counted as below the floor, and it takes no part in the ranks or the paired comparisons. The
+first-crossing table is titled for what it measures (one setting per method; the frontier command
+gives each method's best setting per level).
 The golden files were rendered from this store;
 regenerate them only for an intended change of the leaderboard:
 

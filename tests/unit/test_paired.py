@@ -59,7 +59,7 @@ def test_retain_and_utility_at_matched_forgetting(store):
 
 def test_markdown_shows_matched_values_and_not_reached(store):
     text = render(build(store), "md")
-    section = text.split("## Retain and utility at matched forgetting")[1].split("## The 12 components")[0]
+    section = text.split("## Retain and utility where each run first crosses")[1].split("## The 12 components")[0]
     fo = next(line for line in section.splitlines() if line.startswith("| fo_graddiff"))
     so = next(line for line in section.splitlines() if line.startswith("| so_graddiff"))
     assert f"0.750 ± {scipy_stats.t.ppf(0.975, 2) * 0.05 / math.sqrt(3):.3f}" in fo

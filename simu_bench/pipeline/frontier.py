@@ -1,0 +1,287 @@
+"""Methods compared at equal forgetting, each with its best setting per level: `simu-bench frontier`.
+
+    simu-bench frontier --methods fo_graddiff,so_graddiff,simu,random_mask --levels 0.1,0.2,0.3 \\
+        --trials 16 --dev-seeds 100,101 --seeds 0-19 --out frontier/
+
+Per method, one set of trials (`--trials`, the same for every method) runs on the dev seeds with
+evaluation points dense early (`--eval-at log`); the Optuna study that proposes them lives in
+DIR/study/study.journal, so several processes with the same command split the trials
+(`simu_bench.pipeline.study`). For each level L every trial offers its best point
+(`simu_bench.pipeline.candidates`: best dev-mean retain among the points with dev-mean forget <= L
+whose utility passes the floor), and the best trial's point is the method's winner at L: a
+(setting, step). The report seeds then run each winner's setting for exactly that many steps
+(`train.stop_at_step`: the whole run's schedule, stopped there) and are evaluated in full, in
+DIR/report/<method>/trial<k>-step<s>/seed<n> (levels with the same winner share the runs).
+DIR/frontier.json, frontier.md and frontier.png hold the result (`simu_bench.leaderboard.frontier_report`).
+
+DIR/frontier-plan.json records what the folder was made with (methods, levels, budgets, seeds,
+floor, evaluation, Optuna version); a command that differs in any of them is refused, never mixed.
+A rerun of the same command resumes: finished runs are skipped and finished trials are read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simu_bench.errors import UserError
+from simu_bench.files import atomic_write_json, read_json
+from simu_bench.leaderboard.floor import DEFAULT_FRACTION, UtilityFloor, parse_utility_floor
+from simu_bench.pipeline import candidates, study
+from simu_bench.pipeline.flags import flag
+from simu_bench.pipeline.plan import Plan, parse_seeds
+from simu_bench.pipeline.trajectory import point
+from simu_bench.store.runs import Run, read_trajectory
+
+MANIFEST = "frontier-plan.json"
+PRUNERS = ("none", "halving")
+
+
+def parse_levels(text: str, name: str = "--levels") -> tuple[float, ...]:
+    """`0.1,0.2,0.3` -> (0.1, 0.2, 0.3): one or more forget levels in (0, 1), sorted, no repeats."""
+    try:
+        levels = sorted({float(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise UserError(f"{name} {text!r}: expected comma-separated forget levels in (0, 1), e.g. 0.1,0.2,0.3") \
+            from None
+    if not levels:
+        raise UserError(f"{name} {text!r}: no level given; expected forget levels in (0, 1), e.g. 0.1,0.2,0.3")
+    outside = [f"{level:g}" for level in levels if not 0.0 < level < 1.0]
+    if outside:
+        raise UserError(f"{name} {text!r}: {', '.join(outside)} outside (0, 1); a forget level is a score strictly "
+                        "between 0 and 1, e.g. 0.1,0.2,0.3")
+    return tuple(levels)
+
+
+def parse_seed_range(text: str, name: str) -> tuple[int, ...]:
+    """`0,1,2` or a range `0-19` (both ends included)."""
+    parts = text.split("-")
+    if len(parts) == 2 and all(part.strip().isdigit() for part in parts):
+        low, high = int(parts[0]), int(parts[1])
+        if low > high:
+            raise UserError(f"{name} {text!r}: a range runs upwards, e.g. {name} 0-19")
+        text = ",".join(map(str, range(low, high + 1)))
+    return parse_seeds(text, name)
+
+
+def _trials(value: int, name: str) -> None:
+    if value < 1:
+        raise UserError(f"{name} {value}: expected a budget of at least 1 trial per method, e.g. {name} 16")
+
+
+@dataclass(frozen=True)
+class FrontierPlan:
+    """What `simu-bench frontier` was asked to do; `run` holds the trials' settings (seeds = dev
+    seeds, out = DIR/trials, evaluation points). Each other field is one of its flags."""
+
+    run: Plan
+    out: Path = field(default=Path("frontier"), metadata=flag(
+        "output folder (default: frontier/)", commands=("frontier",), metavar="DIR", always=True))
+    levels: tuple[float, ...] = field(default=(0.1, 0.2, 0.3), metadata=flag(
+        "forget levels in (0, 1) (default: 0.1,0.2,0.3)", commands=("frontier",), metavar="0.1,0.2",
+        default="0.1,0.2,0.3", parse=parse_levels, always=True))
+    trials: int = field(default=16, metadata=flag(
+        "trials per method, the same for every method (default: 16)", commands=("frontier",), metavar="N",
+        check=_trials, always=True))
+    dev_seeds: tuple[int, ...] = field(default=(100, 101), metadata=flag(
+        "seeds the trials run on; must not overlap --seeds (default: 100,101)", commands=("frontier",),
+        metavar="100,101", default="100,101", parse=parse_seeds, always=True))
+    report_seeds: tuple[int, ...] = field(default=tuple(range(20)), metadata=flag(
+        "report seeds, never tuned on: each winner runs on them (default: 0-19)", commands=("frontier",),
+        name="--seeds", metavar="0-19|0,1,2", default="0-19", parse=parse_seed_range, always=True))
+    floor: UtilityFloor = field(default=UtilityFloor(), metadata=flag(
+        f"points whose utility is below F x the target's utility (or below V) cannot win (default: "
+        f"{DEFAULT_FRACTION}; 0: off)", commands=("frontier",), name="--utility-floor", metavar="F|abs:V",
+        default=str(DEFAULT_FRACTION), parse=lambda text, name: parse_utility_floor(text)))
+    sampler_seed: int = field(default=0, metadata=flag(
+        "seed of the TPE sampler (default: 0)", commands=("frontier",), metavar="N"))
+    pruner: str = field(default="none", metadata=flag(
+        "halving: Optuna's successive halving stops a hopeless trial after its first dev seed (default: none)",
+        commands=("frontier",), choices=PRUNERS))
+
+    def manifest(self) -> dict:
+        """Everything a frontier folder's results depend on (a resume must match it exactly)."""
+        import optuna
+
+        return {"methods": list(self.run.methods), "levels": list(self.levels), "trials": self.trials,
+                "dev_seeds": list(self.run.seeds), "report_seeds": list(self.report_seeds),
+                "utility_floor": self.floor.spec(), "sampler_seed": self.sampler_seed, "pruner": self.pruner,
+                "overrides": list(self.run.overrides), "eval_at": self.run.eval_at, "eval_every": self.run.eval_every,
+                "eval_rows": self.run.eval_rows, "max_new_tokens": self.run.max_new_tokens,
+                "data": None if self.run.data is None else str(self.run.data), "model": self.run.model,
+                "utility_tasks": list(self.run.utility_tasks or []), "optuna": optuna.__version__}
+
+
+def check_manifest(fp: FrontierPlan) -> None:
+    """Refuse a folder made with another command (one line naming the first difference)."""
+    path = fp.out / MANIFEST
+    if not path.exists():
+        return
+    recorded, wanted = read_json(path, expect=dict), fp.manifest()
+    study.check_version(recorded.get("optuna"), path)
+    differ = [f"{key} {recorded.get(key)!r} (this command: {value!r})" for key, value in wanted.items()
+              if recorded.get(key) != value]
+    if differ:
+        raise UserError(f"{fp.out} is a frontier made with {'; '.join(differ)}: a frontier folder holds one set of "
+                        "methods, levels and budgets, never a mix; rerun with its arguments, or use another --out")
+
+
+def check_frontier(fp: FrontierPlan) -> tuple[dict, dict]:
+    """Every check before anything is written; each method's raw YAML and its search space."""
+    from simu_bench.pipeline.plan import TunePlan
+    from simu_bench.pipeline.tune import check_tune
+
+    overlap = sorted(set(fp.run.seeds) & set(fp.report_seeds))
+    if overlap:
+        raise UserError(f"--dev-seeds overlaps --seeds at {', '.join(map(str, overlap))}: choosing on a reported seed "
+                        "biases the report; choose dev seeds outside the report seeds, e.g. 100,101")
+    if not (fp.run.eval_at or fp.run.eval_every):
+        raise UserError("frontier needs evaluation points: give --eval-at log or --eval-every K")
+    raws, spaces = check_tune(TunePlan(run=fp.run))
+    check_manifest(fp)
+    return raws, spaces
+
+
+def trial_folder(fp: FrontierPlan, method: str, number: int) -> Path:
+    return fp.run.out / method / f"trial{number}"
+
+
+def run_trials(fp: FrontierPlan, method: str, raw: dict, space: dict, resolved, data, env, target, say) -> None:
+    """This worker's share of the method's trials, told to the shared study; returns when every
+    trial of the budget is finished (waiting for trials other workers run)."""
+    import time
+
+    from simu_bench.pipeline.tune import STARTUP_TRIALS, distributions
+
+    shared = study.open_study(fp.out / "study", method, fp.sampler_seed, STARTUP_TRIALS, fp.pruner)
+    rounded = lambda params: {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in params.items()}  # noqa: E731
+    while True:
+        taken = study.next_trial(shared, fp.out / "study", method, fp.trials, distributions(space), rounded)
+        if taken is None:
+            if not study.running(shared):
+                return
+            say(f"{method}: waiting for {study.running(shared)} trial(s) other workers run")
+            time.sleep(15)
+            continue
+        with taken.claim:
+            run_one_trial(fp, method, raw, taken, shared, resolved, data, env, target, say)
+
+
+def run_one_trial(fp: FrontierPlan, method: str, raw: dict, taken, shared, resolved, data, env, target, say) -> None:
+    """Run a trial's dev seeds and tell the study its value (or that the pruner stopped it)."""
+    import optuna
+
+    from simu_bench.pipeline.tune import execute_runs, trial_runs
+
+    folder = trial_folder(fp, method, taken.number)
+    plan = dataclasses.replace(fp.run, fast_decode=True)  # trials are judged by scores, which it leaves unchanged
+    runs, _, trial_resolved = trial_runs(plan, method, folder, raw, taken.params, resolved)
+    atomic_write_json(folder / "trial.json", {"method": method, "trial": taken.number, "params": taken.params})
+    pruned = []
+
+    def after(run: Run) -> bool:  # successive halving on the first dev seed's points
+        if fp.pruner == "none" or run is not runs[0]:
+            return False
+        points = read_trajectory(run.path) or []
+        for i, p in enumerate(points):
+            taken.trial.report(candidates.sampler_value([points[:i + 1]], fp.levels, fp.floor, target), p["step"])
+        pruned.append(taken.trial.should_prune())
+        return pruned[-1]
+
+    label = f"{method} trial {taken.number} (of {fp.trials}){' resumed' if taken.resumed else ''}"
+    execute_runs(plan, runs, trial_resolved, data, env, say, label,
+                 ", ".join(f"{k}={v}" for k, v in taken.params.items()), after)
+    if pruned and pruned[-1]:
+        shared.tell(taken.number, state=optuna.trial.TrialState.PRUNED)
+        say(f"{label}: pruned after seed {runs[0].seed}")
+        return
+    trajectories = [read_trajectory(run.path) or [] for run in runs]
+    shared.tell(taken.number, candidates.sampler_value(trajectories, fp.levels, fp.floor, target))
+
+
+def winners(fp: FrontierPlan, method: str, raw: dict, target) -> tuple[list[dict], dict]:
+    """The method's finished trials (with their best point per level) and the winner per level."""
+    shared = study.open_study(fp.out / "study", method, fp.sampler_seed, 1)
+    trials = []
+    for frozen in study.finished(shared):
+        folder = trial_folder(fp, method, frozen.number)
+        params = read_json(folder / "trial.json", expect=dict)["params"]
+        pruned = frozen.state.name == "PRUNED"
+        paths = [folder / f"seed{seed}" for seed in fp.run.seeds]
+        trajectories = [] if pruned else [read_trajectory(path) or [] for path in paths]
+        best = {f"{level:g}": None if pruned else candidates.trial_value(trajectories, level, fp.floor, target)
+                for level in fp.levels}
+        trials.append({"trial": frozen.number, "params": params, "state": frozen.state.name.lower(),
+                       "value": frozen.value, "best": best})
+    chosen = {}
+    for level in fp.levels:
+        key = f"{level:g}"
+        offered = [t for t in trials if t["best"][key] is not None]
+        if not offered:
+            chosen[key] = None
+            continue
+        top = max(offered, key=lambda t: (t["best"][key]["retain"], _utility(t["best"][key]), -t["trial"]))
+        chosen[key] = {"trial": top["trial"], "step": top["best"][key]["step"], "params": top["params"],
+                       "dev": top["best"][key]}
+    return trials, chosen
+
+
+def _utility(point: dict) -> float:
+    return -1.0 if point.get("utility") is None else point["utility"]
+
+
+def report_runs(fp: FrontierPlan, method: str, raw: dict, winner: dict, resolved, data, env, say) -> list[dict]:
+    """The report seeds of one winner: its setting stopped at its step, evaluated in full."""
+    from simu_bench.pipeline.tune import execute_runs, trial_runs
+
+    plan = dataclasses.replace(fp.run, seeds=fp.report_seeds, eval_at=None, eval_every=None, eval_rows=None)
+    folder = fp.out / "report" / method / f"trial{winner['trial']}-step{winner['step']}"
+    params = {**winner["params"], "train.stop_at_step": winner["step"]}
+    runs, _, run_resolved = trial_runs(plan, method, folder, raw, params, resolved)
+    execute_runs(plan, runs, run_resolved, data, env, say, f"{method} report trial {winner['trial']} step "
+                 f"{winner['step']}")
+    values = []
+    for run in runs:
+        status = (run.status() or {}).get("status", "crashed")
+        row = {"seed": run.seed, "status": status}
+        if status == "ok":
+            row.update(point(winner["step"], read_json(run.file("metrics.json"), expect=dict), 0.0))
+        values.append(row)
+    return values
+
+
+def run_frontier(fp: FrontierPlan, say=print) -> dict:
+    """Trials, winners per level, report runs; write the reports; return frontier.json's content."""
+    from simu_bench.pipeline.steps import torch_settings
+
+    raws, spaces = check_frontier(fp)
+    with torch_settings(fp.run):
+        return _run_frontier(fp, raws, spaces, say)
+
+
+def _run_frontier(fp: FrontierPlan, raws: dict, spaces: dict, say) -> dict:
+    from simu_bench.data.lume import load_lume
+    from simu_bench.leaderboard.frontier_report import build_report, write_reports
+    from simu_bench.pipeline.resolve import prepare_inputs
+    from simu_bench.pipeline.tune import reference_utility
+    from simu_bench.store.environment import environment
+
+    resolved = prepare_inputs(fp.run)
+    data, env = load_lume(resolved.data_dir), environment(fp.run.device)
+    fp.out.mkdir(parents=True, exist_ok=True)
+    if not (fp.out / MANIFEST).exists():
+        atomic_write_json(fp.out / MANIFEST, fp.manifest())
+    target = reference_utility(fp.run, resolved, data, env, say)  # the utility the floor scales
+    methods = {}
+    for method in fp.run.methods:
+        run_trials(fp, method, raws[method], spaces[method], resolved, data, env, target, say)
+    for method in fp.run.methods:
+        trials, chosen = winners(fp, method, raws[method], target)
+        reports = {level: report_runs(fp, method, raws[method], winner, resolved, data, env, say)
+                   for level, winner in chosen.items() if winner is not None}
+        methods[method] = {"space": spaces[method], "trials": trials, "winners": chosen, "report": reports}
+    report = build_report(fp, methods, target, env)
+    for path in write_reports(report, fp.out):
+        say(f"wrote {path}")
+    return report

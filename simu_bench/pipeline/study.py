@@ -1,0 +1,105 @@
+"""A persistent, shareable Optuna study: several `simu-bench frontier` processes split its trials.
+
+The study lives in Optuna's own journal storage under `--out` (`study.journal`: an append-only log
+of every ask and tell, written under Optuna's file lock), one study per method. A worker takes
+the next trial under a file lock of ours (`<study>.lock`, so two workers never both see room for
+one more trial), claims it (`simu_bench.store.claims`: a lock the OS releases when the worker
+dies), runs it, and tells the study. A trial left RUNNING by a worker that died is taken over by
+the next worker with the same parameters; the trial folder's finished runs are kept. The budget
+counts trials that finished (complete or pruned) or run; failed ones do not.
+
+A journal written by another Optuna version is refused (`check_version`): its sampler could
+propose other parameters and its format may differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from simu_bench.errors import UserError
+from simu_bench.store import claims
+
+JOURNAL = "study.journal"
+
+
+def journal_storage(path: Path):
+    """Optuna's JournalStorage on a file: `JournalFileBackend` (Optuna >= 4.0), else the older
+    `JournalFileStorage` of the same format."""
+    from optuna.storages import JournalStorage
+
+    try:
+        from optuna.storages.journal import JournalFileBackend as Backend
+    except ImportError:  # Optuna 3.x
+        from optuna.storages import JournalFileStorage as Backend
+    return JournalStorage(Backend(str(path)))
+
+
+def check_version(recorded: str | None, where: Path) -> None:
+    """Refuse a study made with another Optuna version (one line)."""
+    import optuna
+
+    if recorded is not None and recorded != optuna.__version__:
+        raise UserError(f"{where} was made with Optuna {recorded} and this is Optuna {optuna.__version__}: a study "
+                        f"is resumed only with the version that made it; install optuna=={recorded} or use another "
+                        "--out")
+
+
+def open_study(folder: Path, name: str, sampler_seed: int, startup_trials: int, pruner: str = "none"):
+    """The study `name` in `folder`/study.journal (created or loaded), maximising one value."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder.mkdir(parents=True, exist_ok=True)
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup_trials)
+    chosen = optuna.pruners.SuccessiveHalvingPruner() if pruner == "halving" else optuna.pruners.NopPruner()
+    return optuna.create_study(study_name=name, storage=journal_storage(folder / JOURNAL), sampler=sampler,
+                               pruner=chosen, direction="maximize", load_if_exists=True)
+
+
+@dataclass
+class Taken:
+    """A trial this worker runs: the Optuna trial, its number, parameters and the held claim."""
+
+    trial: object  # optuna.trial.Trial: reports intermediate values to the pruner
+    number: int
+    params: dict
+    claim: object
+    resumed: bool  # taken over from a worker that stopped
+
+
+def next_trial(study, folder: Path, name: str, budget: int, distributions: dict, round_params) -> Taken | None:
+    """Under the study's lock: a RUNNING trial whose worker died, else a new trial while the budget
+    allows, else None (every trial is done or held by a live worker)."""
+    import optuna
+    from filelock import FileLock
+
+    with FileLock(str(folder / f"{name}.lock"), timeout=600):
+        trials = study.get_trials(deepcopy=False)
+        for trial in trials:
+            if trial.state == optuna.trial.TrialState.RUNNING:
+                held = claims.claim(claims.claim_path(folder, name, trial.number), f"{name} trial {trial.number}")
+                if held.held:
+                    live = optuna.trial.Trial(study, trial._trial_id)
+                    return Taken(live, trial.number, round_params(trial.params), held, resumed=True)
+        counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+        if sum(1 for t in trials if t.state in counted) >= budget:
+            return None
+        trial = study.ask(distributions)
+        held = claims.claim(claims.claim_path(folder, name, trial.number), f"{name} trial {trial.number}")
+        return Taken(trial, trial.number, round_params(trial.params), held, resumed=False)
+
+
+def running(study) -> int:
+    """How many of the study's trials some worker is running."""
+    import optuna
+
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING)
+
+
+def finished(study) -> list:
+    """The study's complete and pruned trials, by number."""
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sorted((t for t in study.get_trials(deepcopy=False) if t.state in done), key=lambda t: t.number)
