@@ -115,10 +115,12 @@ def markdown(report: dict) -> str:
 
 def write_plot(report: dict, path: Path) -> Path:
     """Retain (left) and utility (right) against forget at each method's winners, with intervals."""
-    from simu_bench.leaderboard.plots import _pyplot, _save
+    from matplotlib.figure import Figure  # no pyplot, as the leaderboard's plots
 
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), squeeze=False)
+    from simu_bench.leaderboard.plots import _save
+
+    fig = Figure(figsize=(9, 3.8))
+    axes = fig.subplots(1, 2, squeeze=False)
     methods = sorted({row["method"] for row in report["table"]})
     for index, method in enumerate(methods):
         rows = sorted((r for r in report["table"] if r["method"] == method and r["winner"] is not None),
@@ -136,6 +138,6 @@ def write_plot(report: dict, path: Path) -> Path:
             ax.axvline(level, color="0.8", linestyle="--", linewidth=1)
         ax.set(xlabel="forget ↓ (mean of 6)", ylabel=f"{measure} ↑", xlim=(-0.02, max(report["levels"]) + 0.1))
     axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
