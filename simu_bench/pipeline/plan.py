@@ -200,6 +200,10 @@ class Plan:
     reference: str | None = field(default=None, metadata=flag(
         "the model before unlearning (e.g. the target): adds the MIA suite's reference attack, each document's NLL "
         "minus its NLL under this model (default: none)", commands=("eval",), metavar="NAME_OR_PATH"))
+    utility_floor: UtilityFloor = field(default=UtilityFloor(), metadata=flag(  # not part of a run's identity
+        f"the leaderboard shows and counts runs whose utility is below F x the target's utility (or below V) but "
+        f"does not rank them, as the official LUME evaluation discards them (default: {FLOOR_FRACTION}; 0: off)",
+        commands=("run",), metavar="F|abs:V", default=str(FLOOR_FRACTION), parse=_floor))
     quiet: bool = field(default=False, metadata=flag(
         "no progress bars, log lines only", per={"eval": {"help": "no progress bar when the embedded data is built"}}))
     command: str = ""  # the canonical command line, written into the run store and the leaderboard

@@ -30,6 +30,7 @@ from simu_bench.errors import UserError
 from simu_bench.evaluation.relearn import split_documents
 from simu_bench.files import atomic_write_json, atomic_write_text, remove_temp_files
 from simu_bench.leaderboard.board import build
+from simu_bench.leaderboard.floor import UtilityFloor
 from simu_bench.leaderboard.plots import write_plots
 from simu_bench.leaderboard.render import render
 from simu_bench.pipeline import multiprocess, workers
@@ -103,7 +104,7 @@ def run_all(plan: Plan, configs: dict, say, helpers=()) -> dict[str, int]:
     if main_process and not workers.is_helper():  # helpers leave it to the worker that started them
         # one worker at a time, so that the last one to finish writes what every worker finished
         with claims.leaderboard_lock(plan.out):
-            written = write_leaderboard(Path(plan.out), plan.command)
+            written = write_leaderboard(Path(plan.out), plan.command, plan.utility_floor)
         for path in written:
             say(f"wrote {path}")
     distributed.barrier()
@@ -181,9 +182,10 @@ def _decide(plan: Plan, run: Run, name: str, say):
     return "run", claim
 
 
-def write_leaderboard(out: Path, command: str) -> list[Path]:
-    """The leaderboard of `out` as leaderboard.md and leaderboard.json, plus the two plots."""
-    board = build(out)
+def write_leaderboard(out: Path, command: str, floor: UtilityFloor = UtilityFloor()) -> list[Path]:
+    """The leaderboard of `out` (runs below the utility `floor` shown but not ranked) as
+    leaderboard.md and leaderboard.json, plus the two plots."""
+    board = build(out, floor)
     remove_temp_files(out)  # of a leaderboard write cut short by a kill (the caller holds the leaderboard lock)
     written = []
     for fmt in ("md", "json"):

@@ -130,3 +130,11 @@ def test_the_utility_floor_keeps_a_method_on_the_board_but_out_of_the_ranks(tmp_
     assert "| 1      | broken" in capsys.readouterr().out
     assert main(["leaderboard", str(out), "--utility-floor", "abs:1.2"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["run", "tune", "frontier"])
+def test_a_bad_utility_floor_is_one_line_before_anything_is_written(command, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([command, "--methods", "fo_graddiff", "--out", str(out), "--utility-floor", "abs:1.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--utility-floor 'abs:1.5'" in err and not out.exists()
