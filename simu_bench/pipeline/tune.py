@@ -172,8 +172,8 @@ def reference_utility(plan: Plan, resolved, data, env, say) -> float | None:
     run = Run.at(plan.out, REFERENCE, None)
     config = run_config(plan, resolved, REFERENCE, None, None)
     run.check_config(config)
-    if not run.is_done():
-        execute(plan, dataclasses.replace(resolved, configs={(REFERENCE, None): config}), run, data, env, say)
+    reference = dataclasses.replace(resolved, configs={(REFERENCE, None): config})
+    run_claimed(run, lambda: execute(plan, reference, run, data, env, say), "the target's reference run", say)
     metrics = read_json(run.file("metrics.json"), expect=dict) if run.is_done() else {}
     return (metrics.get("utility") or {}).get("value")
 
@@ -206,15 +206,37 @@ def execute_runs(plan: Plan, runs: list[Run], resolved, data, env, say, label: s
                  after=None) -> None:
     """Do the runs not done yet (`label` names them in the log lines); `after(run)` is called
     after each run and may return True to stop (a pruned trial)."""
+    def do(run: Run) -> None:
+        say(f"{label} seed {run.seed}: {detail}")
+        execute(plan, resolved, run, data, env, say)
+        free_memory()
+
     for run in runs:
         if run.is_done():
             say(f"{label} seed {run.seed}: already done ({run.status()['status']}), skipped")
         else:
-            say(f"{label} seed {run.seed}: {detail}")
-            execute(plan, resolved, run, data, env, say)
-            free_memory()
+            run_claimed(run, lambda run=run: do(run), f"{label} seed {run.seed}", say)
         if after is not None and after(run):
             return
+
+
+def run_claimed(run: Run, do, label: str, say, wait_s: float = 15.0) -> None:
+    """`do()` the run under its claim (`simu_bench.store.claims`), unless it is done; while another
+    worker (`simu-bench frontier` processes sharing an --out) holds it, wait for it, and take it
+    over when that worker stops without finishing."""
+    import time
+
+    from simu_bench.store import claims
+
+    while not run.is_done():
+        claim = claims.claim(claims.claim_path(run.path.parent, run.method, run.seed), label)
+        if claim.held:
+            with claim:
+                if not run.is_done():
+                    do()
+            return
+        say(f"{label}: another worker runs it ({claim.owner}); waiting")
+        time.sleep(wait_s)
 
 
 def tune_method(tp: TunePlan, method: str, raw: dict, space: dict, resolved, data, env, say, target=None) -> dict:

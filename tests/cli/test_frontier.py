@@ -101,3 +101,22 @@ def test_a_tiny_frontier_end_to_end_and_resumed(inputs, tmp_path, capsys):
     assert main(command) == 0  # resumed: nothing is run again
     said = capsys.readouterr().out
     assert "already done" in said and "trial 2" not in said
+
+
+def test_a_run_another_worker_holds_is_waited_for_then_taken_over(tmp_path):
+    """Worker A holds the run's claim; B waits (one 'waiting' line), and when A lets go without
+    finishing (a dead worker), B does the run itself, exactly once."""
+    from simu_bench.pipeline.tune import run_claimed
+    from simu_bench.store import claims
+    from simu_bench.store.runs import Run
+
+    run = Run(tmp_path / "trial0" / "seed0", "fo_graddiff", 0)
+    held = claims.claim(claims.claim_path(run.path.parent, run.method, run.seed), "A")
+    said, done = [], []
+
+    def say(line):
+        said.append(line)
+        held.release()  # A stops
+
+    run_claimed(run, lambda: done.append(1), "fo_graddiff trial 0 seed 0", say, wait_s=0.0)
+    assert done == [1] and len(said) == 1 and "another worker runs it" in said[0]
