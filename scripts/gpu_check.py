@@ -36,7 +36,7 @@ def main() -> None:
 
     from simu_bench.evaluation.backends import Backend, check_backend
     from simu_bench.evaluation.evaluator import evaluate
-    from simu_bench.target_model.build import prepare
+    from simu_bench.target_model.cache import prepare
     from simu_bench.unlearning import loop, registry
 
     prepared = prepare(None, progress=False)

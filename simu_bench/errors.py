@@ -5,6 +5,8 @@ with one line that says what was wrong, where, what was expected and how to fix 
 prints that line to stderr and exits with status 2; library callers can catch it.
 """
 
+import difflib
+
 
 class UserError(Exception):
     """Bad input from the user; the message is a single, complete line."""
@@ -18,8 +20,6 @@ def did_you_mean(name: str, available) -> str:
 
     Up to `SHOWN` names are listed: all of them when there are that few, else the closest.
     """
-    import difflib
-
     available = sorted(available)
     if not available:
         return "; this section takes no keys"

@@ -21,7 +21,9 @@ import json
 import os
 import re
 import stat
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from simu_bench.errors import UserError
@@ -84,8 +86,6 @@ def remove_temp_files(directory: Path, names: tuple[str, ...] | None = None, min
     `min_age_s` (`simu-bench run` holds the run store's leaderboard lock for its top; each run
     folder is cleaned by `Run.begin` under its claim).
     """
-    import time
-
     removed = 0
     directory = Path(directory)
     if not directory.is_dir():
@@ -175,8 +175,6 @@ def read_text(path: Path, expected: str = "a UTF-8 text file") -> str:
 
 
 def _too_deep(path, where: str, what: str) -> UserError:
-    import sys
-
     return UserError(f"{path}{where}: {what} nested too deeply (over ~{sys.getrecursionlimit()} levels); "
                      "expected a flat record: fix the file")
 

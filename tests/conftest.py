@@ -26,7 +26,9 @@ from pathlib import Path
 import pytest
 
 from simu_bench.data.synthetic import SyntheticConfig
-from simu_bench.target_model.build import Prepared, TargetConfig, load_model, prepare
+from simu_bench.target_model.cache import Prepared, prepare
+from simu_bench.target_model.load import load_model
+from simu_bench.target_model.settings import TargetConfig
 
 TINY_DATA = SyntheticConfig(documents_per_task=2, nonmember_documents=6, world_facts=6)
 # Two layers whatever the embedded default is, so the suite stays fast; smaller batches so
@@ -127,10 +129,10 @@ def tiny_model_and_tokenizer(tiny_target):
 def no_training(monkeypatch):
     """`prepare` without the fine-tune: `finetune` returns at once, reporting one epoch of one
     step that memorised every row, so tests of the cache and the data finish in a second."""
-    from simu_bench.target_model import finetune
+    from simu_bench.target_model import build, finetune
 
     def skip(model, tokenizer, rows, config, seed, progress=True):
         return finetune.FinetuneResult(epochs=1, steps=1, tokens_trained=1, final_loss=0.0, final_answer_loss=0.0,
                                        memorised=1.0)
 
-    monkeypatch.setattr(finetune, "finetune", skip)
+    monkeypatch.setattr(build, "finetune", skip)  # the recipe calls it by name

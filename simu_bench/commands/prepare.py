@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from simu_bench.errors import UserError
-from simu_bench.target_model.build import DEFAULT_DOCS_PER_TASK
+from simu_bench.target_model.settings import DEFAULT_DOCS_PER_TASK
 from simu_bench.target_model.sizes import DEFAULT_SIZE, SIZES, check_memorised, describe, target_config
 
 
@@ -46,7 +46,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     from simu_bench.data.lume import check_data_dir
     from simu_bench.pipeline.plan import check_seed
-    from simu_bench.target_model.build import prepare
+    from simu_bench.target_model.cache import prepare
 
     if args.docs_per_task < 1:
         raise UserError(

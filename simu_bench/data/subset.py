@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 
 from simu_bench.data.lume import TASKS, Example, LumeData
+from simu_bench.data.synthetic import SyntheticConfig, generate
 from simu_bench.errors import UserError
 
 
@@ -45,8 +46,6 @@ def world_facts(count: int, seed: int) -> list[dict]:
     Up to the embedded default (120) they are exactly the embedded benchmark's; more are drawn by
     the same generator after them.
     """
-    from simu_bench.data.synthetic import SyntheticConfig, generate
-
     config = SyntheticConfig(world_facts=max(count, SyntheticConfig().world_facts))
     return generate(config, seed)["world_facts"][:count]
 

@@ -37,6 +37,9 @@ import math
 import zlib
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
+
 from simu_bench.data.lume import Document
 from simu_bench.data.pairing import attention_mask, pad_right
 from simu_bench.evaluation import scoring
@@ -67,8 +70,6 @@ def token_statistics(logits, targets, k: float = MIN_K) -> tuple[float, float]:
 
     Both are minus a `lowest_mean`, so lower means "looks like a member", like the NLL.
     """
-    import torch
-
     log_probs = torch.log_softmax(logits, dim=-1)  # (n, vocab)
     probs = log_probs.exp()
     token = log_probs.gather(1, targets[:, None]).squeeze(1)  # (n,) log p(x_t)
@@ -85,9 +86,6 @@ def token_statistics(logits, targets, k: float = MIN_K) -> tuple[float, float]:
 
 def _score_documents(model, tokenizer, texts: Sequence[str], batch_size: int, tokens: bool):
     """(NLL per text, (min_k, min_k_plus_plus) per text or None) in input order, one forward pass."""
-    import torch
-    import torch.nn.functional as F
-
     encoded = [tokenizer(text)["input_ids"] for text in texts]
     # Longest first, so each batch pads to a similar length.
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))

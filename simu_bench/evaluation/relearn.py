@@ -96,6 +96,7 @@ def forget_score(samples: Sequence[dict], ids: set[str]) -> tuple[float, dict]:
 def fine_tune(model, tokenizer, rows: Sequence[Example], steps: int, *, lr: float = LR,
               batch_size: int = BATCH_SIZE, seed: int = SEED) -> list[float]:
     """STEPS AdamW steps on `rows` (in place); return the loss of each step."""
+    # Here, not at the top: the flags' defaults and checks above are read by `--help`, which must not load torch.
     import torch
 
     from simu_bench.data.pairing import collate

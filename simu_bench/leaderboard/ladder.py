@@ -15,6 +15,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from matplotlib.figure import Figure  # no pyplot: no backend or window state, PNGs through Agg
+from tabulate import tabulate
+
+from simu_bench.files import atomic_write_text
 from simu_bench.leaderboard.stats import mean_ci, paired_difference
 from simu_bench.leaderboard.values import run_values
 from simu_bench.store.runs import load_runs
@@ -87,8 +91,6 @@ def _find(report: dict, a: str, b: str, metric: str) -> dict | None:
 
 
 def render_md(ladder: dict, commands: list[str] = ()) -> str:
-    from tabulate import tabulate
-
     lines = ["# simu-bench ladder", "", *(f"Command: `{c}`" for c in commands),
              f"Learning rate across sizes: {ladder['lr_rule']}", "",
              "## Paired differences by size", "",
@@ -109,13 +111,9 @@ def render_md(ladder: dict, commands: list[str] = ()) -> str:
 
 def write_plot(ladder: dict, path: Path) -> Path:
     """ladder.png: per plotted metric, each pair's paired difference (with its interval) by size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     sizes = ladder["sizes"]
-    figure, axes = plt.subplots(1, len(PLOTTED), figsize=(4.5 * len(PLOTTED), 3.6), squeeze=False)
+    figure = Figure(figsize=(4.5 * len(PLOTTED), 3.6))
+    axes = figure.subplots(1, len(PLOTTED), squeeze=False)
     for axis, metric in zip(axes[0], PLOTTED):
         for a, b in ladder["pairs"]:
             entries = [_find(ladder["per_size"][s], a, b, metric) for s in sizes]
@@ -131,14 +129,11 @@ def write_plot(ladder: dict, path: Path) -> Path:
     axes[0][-1].legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
 
 
 def write(out: Path, sizes: list[str], pairs=DEFAULT_PAIRS, rule: str = "", commands: list[str] = ()) -> list[Path]:
     """Write ladder.json, ladder.md and ladder.png into `out`; returns their paths."""
-    from simu_bench.files import atomic_write_text
-
     ladder = build(out, sizes, pairs, rule)
     out = Path(out)
     atomic_write_text(out / "ladder.json", json.dumps({**ladder, "commands": list(commands)}, indent=2) + "\n")

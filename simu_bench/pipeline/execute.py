@@ -32,7 +32,7 @@ from simu_bench.pipeline.steps import (
 )
 from simu_bench.pipeline.trajectory import FILE as TRAJECTORY
 from simu_bench.store.runs import REFERENCE, RELEARN_FILE, Run
-from simu_bench.target_model.build import load_model
+from simu_bench.target_model.load import load_model
 from simu_bench.unlearning import distributed, loop
 
 log = logging.getLogger("simu_bench.run")

@@ -21,8 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from simu_bench.errors import UserError
+from simu_bench.leaderboard import ladder
 from simu_bench.pipeline.plan import Plan
+from simu_bench.pipeline.runner import run_benchmark
 from simu_bench.target_model.sizes import DEFAULT_SIZE, SIZES, target_config
+from simu_bench.unlearning import registry
 
 LR_RULE = "lr(size) = lr(YAML, tuned on tiny) x sqrt(hidden(tiny) / hidden(size)), the same for every method"
 
@@ -47,8 +50,6 @@ def parse_sizes(text: str) -> list[str]:
 
 def lr_overrides(methods, size: str, overrides=()) -> tuple[str, ...]:
     """`METHOD.optimizer.lr=...` for every method on `size` (none on tiny, where the factor is 1)."""
-    from simu_bench.unlearning import registry
-
     factor = lr_factor(size)
     if factor == 1:
         return ()
@@ -68,9 +69,6 @@ def size_plans(base: Plan, sizes: list[str]) -> list[Plan]:
 
 def run_ladder(base: Plan, sizes: list[str], pairs, say=print) -> tuple[dict[str, int], list[Path]]:
     """Run every size's plan, then write the ladder report; returns the run counts and the files."""
-    from simu_bench.leaderboard import ladder
-    from simu_bench.pipeline.runner import run_benchmark
-
     counts: dict[str, int] = {}
     for plan in size_plans(base, sizes):
         say(f"size {plan.size}: {plan.out}")

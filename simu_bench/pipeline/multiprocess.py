@@ -24,7 +24,7 @@ import logging
 
 from simu_bench.errors import UserError
 from simu_bench.pipeline.steps import new_unlearner, seed_everything
-from simu_bench.target_model.build import load_model
+from simu_bench.target_model.load import load_model
 from simu_bench.unlearning import distributed, loop, registry
 
 log = logging.getLogger("simu_bench.run")

@@ -26,7 +26,8 @@ from simu_bench.pipeline.plan import Plan
 from simu_bench.pipeline.steps import evaluate_model, relearn_run, store_evaluation
 from simu_bench.store.environment import environment
 from simu_bench.store.runs import RELEARN_FILE, check_writable
-from simu_bench.target_model.build import check_device, check_model, load_model, prepare
+from simu_bench.target_model.cache import prepare
+from simu_bench.target_model.load import check_device, check_model, load_model
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from simu_bench.leaderboard.floor import DEFAULT_FRACTION as FLOOR_FRACTION
 from simu_bench.leaderboard.floor import UtilityFloor, parse_utility_floor
 from simu_bench.pipeline.flags import add_flags, command_words, flag, positive, values_from
 from simu_bench.pipeline.workers import parse_workers
+from simu_bench.target_model.sizes import target_config
 from simu_bench.unlearning import registry
 
 MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes 0 .. 2**32 - 1; python and torch take more
@@ -79,8 +80,6 @@ def check_seed(seed: int, flag: str = "--seed") -> None:
 
 def _size(name: str, flag: str) -> None:
     """A known target size (`simu_bench.target_model.sizes`), with suggestions otherwise."""
-    from simu_bench.target_model.sizes import target_config
-
     target_config(name)
 
 

@@ -22,7 +22,8 @@ from simu_bench.evaluation.evaluator import check_utility_tasks
 from simu_bench.pipeline.flags import identity
 from simu_bench.pipeline.plan import Plan, Resolved
 from simu_bench.store.runs import REFERENCE, Run, check_writable
-from simu_bench.target_model.build import check_device, check_model, prepare
+from simu_bench.target_model.cache import prepare
+from simu_bench.target_model.load import check_device, check_model
 from simu_bench.target_model.sizes import DEFAULT_SIZE, check_memorised, target_config
 from simu_bench.unlearning.config_overrides import parse_override
 from simu_bench.unlearning.distributed import check_gradient_checkpointing_of

@@ -23,6 +23,7 @@ from simu_bench.leaderboard.values import REFERENCE_LABEL, run_values, split_sco
 from simu_bench.pipeline.plan import Plan
 from simu_bench.pipeline.trajectory import Trajectory, measured_rows, subset
 from simu_bench.store.runs import Run
+from simu_bench.unlearning import registry
 
 
 def seed_everything(seed: int) -> None:
@@ -37,8 +38,6 @@ CACHE = ".cache"  # inside the run store: results every run of the store may reu
 def new_unlearner(plan: Plan, config):
     """The method of ``config``, with the run store's cache (None under `--no-cache`), so that
     seeds and variants share what does not depend on the seed (SIMU's attribution)."""
-    from simu_bench.unlearning import registry
-
     unlearner = registry.create(config)
     unlearner.cache_dir = None if plan.no_cache or plan.out is None else Path(plan.out) / CACHE
     return unlearner

@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-from simu_bench.errors import UserError
+from simu_bench.errors import UserError, did_you_mean
 
 STRATEGIES = ("dual", "forget_only")
 SELECTIONS = ("attribution", "random")  # how `selected` was drawn: SIMU's cut, or the random control
@@ -54,8 +56,6 @@ def critical_units(scores: torch.Tensor, mode: str = "threshold", t: float = 0.5
 
 def check_selection(mode: str, t: float, strategy: str = "dual") -> None:
     """Raise UserError for an unknown mode or strategy, or t outside (0, 1]."""
-    from simu_bench.errors import did_you_mean
-
     if mode not in MODES:
         raise UserError(f"mask mode {mode!r} is unknown{did_you_mean(mode, MODES)}")
     if strategy not in STRATEGIES:
@@ -103,8 +103,6 @@ class CriticalMask:
 
     def save(self, path: str | Path) -> Path:
         """Write the mask (and the scores) to `path` as safetensors; returns the path."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {
@@ -134,8 +132,6 @@ class CriticalMask:
         Raises:
             UserError: the file is missing or is not a simu-bench mask.
         """
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.is_file():
             raise UserError(

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from simu_bench.errors import UserError
 from simu_bench.files import atomic_write_json, read_json, remove_temp_files
 
@@ -40,8 +42,6 @@ def claim_path(out: Path, method: str, seed: int | None) -> Path:
 
 def _file_lock(path: Path, timeout: float):
     """A `filelock.FileLock` that the OS releases with its process (never a soft lock file)."""
-    from filelock import FileLock
-
     options = {"timeout": timeout, "thread_local": False}
     if "fallback_to_soft" in inspect.signature(FileLock.__init__).parameters:
         options["fallback_to_soft"] = False  # a soft lock would outlive a killed worker
@@ -50,8 +50,6 @@ def _file_lock(path: Path, timeout: float):
 
 def _acquire(lock, path: Path, what: str) -> bool:
     """Take ``lock``; False when another process holds it. UserError when it cannot be made."""
-    from filelock import Timeout
-
     try:
         lock.acquire()
     except Timeout:

@@ -11,6 +11,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
 from simu_bench.target_model.pinning import pinned_kernels
 
 LIBRARIES = (
@@ -50,8 +52,6 @@ def git_revision(path: Path | None = None) -> str | None:
 
 def describe_device(device: str) -> str:
     """A readable name of the device, e.g. 'cpu (2 threads)' or 'cuda:0 (NVIDIA H200)'."""
-    import torch
-
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     if device == "cpu":

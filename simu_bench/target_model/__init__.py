@@ -1,6 +1,6 @@
-"""Stage 2, target: the model unlearning starts from. Builds and caches the embedded tiny OLMo
-target (`tokenizer`, `finetune`, `build`) and loads any causal LM by path or hub id (`build.load_model`)."""
+"""Stage 2, target: the model unlearning starts from. The embedded tiny OLMo target's settings
+(`settings`), recipe (`build`, `tokenizer`, `finetune`) and cache (`cache.prepare`), named sizes
+(`sizes`), and any causal LM loaded by path or hub id (`load.load_model`).
 
-from simu_bench.target_model.build import TargetConfig, load_model, prepare
-
-__all__ = ["TargetConfig", "load_model", "prepare"]
+Nothing is imported here: `simu_bench.target_model.pinning` must run before torch is imported.
+"""

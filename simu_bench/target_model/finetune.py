@@ -27,6 +27,7 @@ import random
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from simu_bench.data.pairing import attention_mask, pad_right
 
@@ -110,6 +111,17 @@ def check_memorised(model, encoded, pad_id: int, batch_size: int) -> tuple[float
     return rows / len(encoded), answer_sum / max(1, answer_count)
 
 
+def _schedule(optimizer, config, total_steps: int):
+    """Linear warm-up over the first `config.warmup_steps` steps, then a cosine decay to 10% at `total_steps`."""
+    def learning_rate_factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress_fraction = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_fraction)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
+
+
 def finetune(model, tokenizer, rows: list[dict], config, seed: int, progress: bool = True) -> FinetuneResult:
     """Train `model` in place on `rows` (dicts with input/output); deterministic for a seed.
 
@@ -117,23 +129,12 @@ def finetune(model, tokenizer, rows: list[dict], config, seed: int, progress: bo
     cosine decay to 10% over `config.max_epochs`; stops early once every row is memorised and
     the answer-token loss is below `config.stop_loss` with the final weights.
     """
-    from tqdm.auto import tqdm
-
     encoded = encode_rows(tokenizer, rows, config.max_position_embeddings)
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98), foreach=True
     )
-    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
-    total_steps = steps_per_epoch * config.max_epochs
-
-    def learning_rate_factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress_fraction = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_fraction)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
+    scheduler = _schedule(optimizer, config, math.ceil(len(encoded) / config.batch_size) * config.max_epochs)
     model.train()
     step = tokens_trained = epoch = 0
     loss_value = answer_value = float("nan")

@@ -51,7 +51,7 @@ def pin_cpu_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 def pinned_kernels() -> dict:
     """What environment.json records: the kernels torch uses and whether they were pinned."""
-    import torch
+    import torch  # never at the top: this module sets the environment before torch is first imported
 
     return {
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from simu_bench.errors import UserError, did_you_mean
-from simu_bench.target_model.build import TargetConfig
+from simu_bench.target_model.settings import TargetConfig
 
 DEFAULT_SIZE = "tiny"
 SIZES: dict[str, TargetConfig] = {

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
 
@@ -22,9 +25,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, model_max_length: int
         vocab_size: upper bound on the vocabulary (a small corpus may yield fewer merges).
         model_max_length: the longest sequence the model takes (its `max_position_embeddings`).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     bpe = Tokenizer(models.BPE())
     # add_prefix_space=False: "x y" is the same tokens as "x" followed by " y", so a prompt
     # encoded alone is a prefix of the prompt + " " + answer the model was trained on.

@@ -22,7 +22,7 @@ from simu_bench.unlearning import loop, registry
 
 @pytest.fixture(scope="module")
 def target(tiny_target):
-    from simu_bench.target_model.build import load_model
+    from simu_bench.target_model.load import load_model
 
     model, tokenizer = load_model(tiny_target.target_dir)
     return model, tokenizer, tiny_target.data
@@ -52,7 +52,7 @@ def test_speed_mia_suite(benchmark, target):
 
 
 def test_speed_unlearn(benchmark, tiny_target):
-    from simu_bench.target_model.build import load_model
+    from simu_bench.target_model.load import load_model
 
     benchmark.group = "relearn vs unlearn: tiny target"
 

@@ -24,7 +24,7 @@ def models(tiny_target):
     import torch
     from transformers import OlmoForCausalLM
 
-    from simu_bench.target_model.build import load_model
+    from simu_bench.target_model.load import load_model
 
     healthy, tokenizer = load_model(tiny_target.target_dir)
     torch.manual_seed(0)

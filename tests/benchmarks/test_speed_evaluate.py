@@ -22,7 +22,7 @@ from eval_helpers import official_evaluation
 
 @pytest.fixture(scope="module")
 def target(tiny_target):
-    from simu_bench.target_model.build import load_model
+    from simu_bench.target_model.load import load_model
 
     model, tokenizer = load_model(tiny_target.target_dir)
     return model, tokenizer, tiny_target.data

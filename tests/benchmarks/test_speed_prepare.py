@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 
-from simu_bench.target_model.build import prepare
+from simu_bench.target_model.cache import prepare
 
 from conftest import TINY_DATA, TINY_TARGET
 

@@ -5,7 +5,7 @@ Measure (ratios within each group are what the budget speaks of):
     pytest --benchmark-enable tests/benchmarks/test_speed_simu.py
     SIMU_BENCH_BENCHMARK_TARGET=default pytest --benchmark-enable tests/benchmarks/test_speed_simu.py
 
-The second form measures on the embedded default benchmark (`simu_bench.target_model.build.prepare()`,
+The second form measures on the embedded default benchmark (`simu_bench.target_model.cache.prepare()`,
 built once and cached) instead of the small `tiny_target` of the test suite. Budgets:
 - group "attribution": attribution of a set <= m x L forward + backward passes over the set;
 - group "step": a SIMU optimizer step <= an SO-GradDiff step (same micro-batches);
@@ -22,7 +22,7 @@ import os
 import pytest
 
 from simu_bench.data import pairing
-from simu_bench.target_model.build import load_model
+from simu_bench.target_model.load import load_model
 from simu_bench.unlearning import loop, registry
 from simu_bench.unlearning.losses import answer_nll
 
@@ -30,7 +30,7 @@ from simu_bench.unlearning.losses import answer_nll
 @pytest.fixture(scope="module")
 def bench_target(request):
     if os.environ.get("SIMU_BENCH_BENCHMARK_TARGET") == "default":
-        from simu_bench.target_model.build import prepare
+        from simu_bench.target_model.cache import prepare
 
         return prepare(progress=False)
     return request.getfixturevalue("tiny_target")

@@ -76,7 +76,7 @@ def _stand_in(seen: list, change=lambda text: text):
 
 
 def test_vllm_generations_are_checked_against_hf_and_recorded(tiny_target, monkeypatch):
-    from simu_bench.target_model.build import load_model
+    from simu_bench.target_model.load import load_model
 
     model, tokenizer = load_model(tiny_target.target_dir)
     data = tiny_target.data

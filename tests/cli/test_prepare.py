@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import simu_bench.target_model.build
+import simu_bench.target_model.cache
 from simu_bench.cli import main
 from simu_bench.data.lume import load_lume
 from simu_bench.data.synthetic import SyntheticConfig
-from simu_bench.target_model.build import DEFAULT_DOCS_PER_TASK, Prepared, TargetConfig
+from simu_bench.target_model.cache import Prepared
+from simu_bench.target_model.settings import DEFAULT_DOCS_PER_TASK, TargetConfig
 from simu_bench.target_model.sizes import SIZES
 
 from conftest import MICRO_TARGET, TINY_DATA, TINY_TARGET
@@ -22,14 +23,14 @@ LUME = Path(__file__).parents[3] / "shared" / "lume"
 @pytest.fixture
 def tiny_prepare(tiny_target, tiny_cache, monkeypatch):
     """Route the command to the tiny recipe and cache (already built, so this is a warm call)."""
-    real = simu_bench.target_model.build.prepare
+    real = simu_bench.target_model.cache.prepare
     calls = []
 
     def tiny(data=None, target=None, seed=0, cache=None, progress=True, *, docs_per_task=None):
         calls.append({"data": data, "seed": seed, "progress": progress, "docs_per_task": docs_per_task})
         return real(data if data is not None else TINY_DATA, TINY_TARGET, seed, tiny_cache, progress)
 
-    monkeypatch.setattr(simu_bench.target_model.build, "prepare", tiny)
+    monkeypatch.setattr(simu_bench.target_model.cache, "prepare", tiny)
     return calls
 
 
@@ -59,7 +60,7 @@ def test_prepare_rejects_bad_arguments(argv, message, capsys):
 @pytest.mark.skipif(not (LUME / "forget.jsonl").exists(), reason="../shared/lume is not present")
 def test_prepare_on_real_lume_writes_a_seeded_subset(tmp_path, no_training):
     """--data DIR: N documents per task and split are trained on; unused ones are held out."""
-    prepared = simu_bench.target_model.build.prepare(LUME, MICRO_TARGET, seed=1, cache=tmp_path, progress=False,
+    prepared = simu_bench.target_model.cache.prepare(LUME, MICRO_TARGET, seed=1, cache=tmp_path, progress=False,
                                                docs_per_task=2)
     data = load_lume(prepared.data_dir)
     full = load_lume(LUME)
@@ -78,7 +79,7 @@ def test_prepare_warns_when_the_target_did_not_memorise(tiny_target, monkeypatch
     import dataclasses
 
     weak = dataclasses.replace(tiny_target, info={**tiny_target.info, "memorised_rows": 0.5})
-    monkeypatch.setattr(simu_bench.target_model.build, "prepare", lambda *args, **kwargs: weak)
+    monkeypatch.setattr(simu_bench.target_model.cache, "prepare", lambda *args, **kwargs: weak)
     assert main(["prepare", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "50% of rows memorised" in captured.out and "has not memorised" in captured.err
@@ -94,7 +95,7 @@ def recorded_prepare(tiny_target, monkeypatch):
         calls.append(target)
         return Prepared(tiny_target.data_dir, tiny_target.target_dir, tiny_target.data, info)
 
-    monkeypatch.setattr(simu_bench.target_model.build, "prepare", fake)
+    monkeypatch.setattr(simu_bench.target_model.cache, "prepare", fake)
     return calls, info
 
 
@@ -128,7 +129,7 @@ def test_sizes_are_wider_at_the_same_depth_and_each_is_its_own_cache_entry(tmp_p
         assert size.hidden_size == factor * tiny.hidden_size
         assert size.intermediate_size == factor * tiny.intermediate_size
         assert size.num_layers == tiny.num_layers and size.hidden_size // size.num_heads >= 32
-    built = {name: simu_bench.target_model.build.prepare(TINY_DATA, SIZES[name], cache=tmp_path, progress=False)
+    built = {name: simu_bench.target_model.cache.prepare(TINY_DATA, SIZES[name], cache=tmp_path, progress=False)
              for name in ("small", "medium")}
     assert built["small"].target_dir != built["medium"].target_dir
     for name, prepared in built.items():

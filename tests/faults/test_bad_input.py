@@ -22,7 +22,7 @@ import pytest
 
 from simu_bench.cli import main
 from simu_bench.files import DEFAULT_MAX_ROW_BYTES, MAX_ROW_BYTES_ENV
-from simu_bench.target_model.build import prepare
+from simu_bench.target_model.cache import prepare
 
 from conftest import MICRO_DATA, MICRO_TARGET, slow_fixture
 

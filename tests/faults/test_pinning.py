@@ -25,7 +25,7 @@ if sys.argv[1] == "pin":
     pin_cpu_kernels()
 from conftest import MICRO_DATA, MICRO_TARGET
 from simu_bench.cli import main
-from simu_bench.target_model.build import prepare
+from simu_bench.target_model.cache import prepare
 prepared = prepare(MICRO_DATA, MICRO_TARGET, seed=0, cache=sys.argv[2], progress=False)
 sys.exit(main(["run", "--methods", "so_graddiff", "--seeds", "0", "--out", sys.argv[3], "--data",
                str(prepared.data_dir), "--model", str(prepared.target_dir), "--set", "train.max_steps=2",

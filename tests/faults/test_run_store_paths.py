@@ -11,7 +11,7 @@ import pytest
 
 from simu_bench.cli import main
 from simu_bench.store import claims
-from simu_bench.target_model.build import prepare
+from simu_bench.target_model.cache import prepare
 
 from conftest import MICRO_DATA, MICRO_TARGET
 

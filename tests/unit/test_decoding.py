@@ -64,7 +64,7 @@ def _check_identical(model, tokenizer, data):
 def test_collapsed_model_same_scores_on_every_row(tiny_target):
     """A random model never emits EOS and never answers right: every question row is decided
     early, and every score (0 for questions, ROUGE of the gibberish for completions) is the same."""
-    from simu_bench.target_model.build import load_model
+    from simu_bench.target_model.load import load_model
 
     from eval_helpers import tiny_model
 

@@ -8,7 +8,7 @@ from simu_bench.cli import main
 from simu_bench.errors import UserError
 from simu_bench.pipeline.plan import Plan
 from simu_bench.pipeline.resolve import check_size, prepare_inputs
-from simu_bench.target_model.build import Prepared
+from simu_bench.target_model.cache import Prepared
 from simu_bench.target_model.sizes import SIZES
 
 

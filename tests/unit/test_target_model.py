@@ -10,9 +10,11 @@ import pytest
 import torch
 
 import simu_bench.target_model.build
+import simu_bench.target_model.cache
 import simu_bench.target_model.finetune
 from simu_bench.errors import UserError
-from simu_bench.target_model.build import cache_dir, load_model, prepare
+from simu_bench.target_model.cache import cache_dir, prepare
+from simu_bench.target_model.load import load_model
 
 from conftest import MICRO_DATA, MICRO_TARGET, TINY_DATA, TINY_TARGET
 from eval_helpers import official_document_nll
@@ -86,7 +88,7 @@ def test_training_rows_exclude_held_out_documents(tmp_path, monkeypatch):
         seen["rows"] = rows
         return simu_bench.target_model.finetune.FinetuneResult(1, 1, 1, 0.0, 0.0, 1.0)
 
-    monkeypatch.setattr(simu_bench.target_model.finetune, "finetune", record)
+    monkeypatch.setattr(simu_bench.target_model.build, "finetune", record)
     prepared = prepare(MICRO_DATA, MICRO_TARGET, cache=tmp_path, progress=False)
     data = prepared.data
     expected = [(e.input, e.output) for e in (*data.forget, *data.retain, *data.utility)]
@@ -116,7 +118,7 @@ def test_warm_prepare_reuses_the_entry_without_training(tiny_target, tiny_cache,
     def refuse(*args, **kwargs):
         raise AssertionError("a finished cache entry was rebuilt")
 
-    monkeypatch.setattr(simu_bench.target_model.build, "train_target", refuse)
+    monkeypatch.setattr(simu_bench.target_model.cache, "train_target", refuse)
     again = prepare(TINY_DATA, TINY_TARGET, seed=0, cache=tiny_cache, progress=False)
     assert (again.data_dir, again.target_dir) == (tiny_target.data_dir, tiny_target.target_dir)
     assert again.data == tiny_target.data
@@ -127,7 +129,7 @@ def test_interrupted_prepare_leaves_no_entry(tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(simu_bench.target_model.finetune, "finetune", interrupt)
+    monkeypatch.setattr(simu_bench.target_model.build, "finetune", interrupt)
     with pytest.raises(KeyboardInterrupt):
         prepare(MICRO_DATA, MICRO_TARGET, cache=tmp_path, progress=False)
     assert list((tmp_path / "targets").iterdir()) == []
