@@ -22,8 +22,8 @@ from pathlib import Path
 
 from simu_bench.errors import UserError
 from simu_bench.leaderboard import ladder
+from simu_bench.pipeline import runner
 from simu_bench.pipeline.plan import Plan
-from simu_bench.pipeline.runner import run_benchmark
 from simu_bench.target_model.sizes import DEFAULT_SIZE, SIZES, target_config
 from simu_bench.unlearning import registry
 
@@ -72,6 +72,6 @@ def run_ladder(base: Plan, sizes: list[str], pairs, say=print) -> tuple[dict[str
     counts: dict[str, int] = {}
     for plan in size_plans(base, sizes):
         say(f"size {plan.size}: {plan.out}")
-        for status, count in run_benchmark(plan, say).items():
+        for status, count in runner.run_benchmark(plan, say).items():
             counts[status] = counts.get(status, 0) + count
     return counts, ladder.write(base.out, sizes, pairs, LR_RULE, [base.command] if base.command else [])
