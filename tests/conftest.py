@@ -100,8 +100,15 @@ def slow_fixture(fixture_function):
 
 
 def pytest_collection_modifyitems(config, items):
+    """Marks slow tests (see the module doc); skips tests marked `vllm` where vLLM is not
+    importable (`scripts/vllm_cpu_check.sh` builds a venv with it on CPU)."""
+    import importlib.util
+
     benchmarks = Path(__file__).parent / "benchmarks"
+    no_vllm = importlib.util.find_spec("vllm") is None
     for item in items:
+        if no_vllm and item.get_closest_marker("vllm"):
+            item.add_marker(pytest.mark.skip(reason="vLLM is not installed (scripts/vllm_cpu_check.sh builds a venv)"))
         info = getattr(item, "_fixtureinfo", None)  # what pytest resolved for the test's fixtures
         definitions = info.name2fixturedefs.values() if info else ()
         if (

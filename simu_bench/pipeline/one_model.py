@@ -23,6 +23,7 @@ from simu_bench.evaluation.mia import reference_nll
 from simu_bench.evaluation.relearn import split_documents
 from simu_bench.files import atomic_write_json
 from simu_bench.pipeline.plan import Plan
+from simu_bench.pipeline.resolve import check_vllm_head_size
 from simu_bench.pipeline.steps import evaluate_model, relearn_run, store_evaluation
 from simu_bench.store.environment import environment
 from simu_bench.store.runs import RELEARN_FILE, check_writable
@@ -47,6 +48,8 @@ def check(plan: Plan) -> None:
     check_device(plan.device)
     check_utility_tasks(plan.utility_tasks)
     check_backend(plan.backend, plan.strict)
+    if plan.backend == "vllm":
+        check_vllm_head_size(plan)
     if plan.out is not None:
         check_writable(plan.out)
 

@@ -19,6 +19,7 @@ from simu_bench.errors import UserError
 from simu_bench.evaluation import relearn
 from simu_bench.evaluation.backends import check_backend
 from simu_bench.evaluation.evaluator import check_utility_tasks
+from simu_bench.files import read_json
 from simu_bench.pipeline.flags import identity
 from simu_bench.pipeline.plan import Plan, Resolved
 from simu_bench.store.runs import REFERENCE, Run, check_writable
@@ -112,6 +113,8 @@ def check_inputs(plan: Plan) -> dict[str, object]:
                         f"--eval-at log or --eval-every K (e.g. --eval-at log --eval-rows 32)")
     check_data_dir(plan.data)
     check_model(plan.model)  # config, weight headers and tokenizer files, without loading the weights
+    if plan.backend == "vllm":
+        check_vllm_head_size(plan)
     check_device(plan.device)
     for config in configs.values():
         check_precision(config, plan.device)
@@ -120,6 +123,23 @@ def check_inputs(plan: Plan) -> dict[str, object]:
     check_utility_tasks(plan.utility_tasks)
     check_writable(plan.out)
     return configs
+
+
+def check_vllm_head_size(plan: Plan) -> None:
+    """vLLM's attention must run the model's head size: the embedded target's from its size, a
+    model folder's from its config.json (a hub id is left to vLLM)."""
+    from simu_bench.evaluation.backends import check_head_size
+
+    if plan.model is None:
+        size = plan.size or DEFAULT_SIZE
+        config = target_config(size)
+        check_head_size(config.hidden_size // config.num_heads, f"the embedded target (--size {size})")
+        return
+    path = Path(plan.model).expanduser() / "config.json"
+    if path.is_file():
+        config = read_json(path)
+        heads = config.get("num_attention_heads") or 1
+        check_head_size(config.get("head_dim") or config.get("hidden_size", 0) // heads, f"--model {plan.model}")
 
 
 def check_size(size: str | None, model: str | None) -> None:
