@@ -75,8 +75,14 @@ def check_backend(name: str, strict: bool = False, parity_rows: int = PARITY_ROW
     return Backend(name, strict, parity_rows)
 
 
-def vllm_settings(folder: Path, max_new_tokens: int, max_length: int | None) -> dict:
-    """The arguments of lm-eval's `vllm` model for a model saved in ``folder``."""
+# vLLM's CPU backend reserves this share of the machine's memory for the KV cache (its
+# `gpu_memory_utilization`, 0.9 by default, would claim nearly all of it and fail to start on a
+# machine where anything else runs); the embedded targets need a few MB.
+CPU_MEMORY_SHARE = 0.1
+
+
+def vllm_settings(folder: Path, max_new_tokens: int, max_length: int | None, cpu: bool = False) -> dict:
+    """The arguments of lm-eval's `vllm` model for a model saved in ``folder`` (``cpu``: vLLM's CPU build)."""
     settings = {
         "pretrained": str(folder),
         "tokenizer": str(folder),
@@ -87,6 +93,8 @@ def vllm_settings(folder: Path, max_new_tokens: int, max_length: int | None) -> 
     }
     if max_length is not None:
         settings["max_length"] = max_length
+    if cpu:
+        settings["gpu_memory_utilization"] = CPU_MEMORY_SHARE
     return settings
 
 
@@ -166,7 +174,10 @@ def vllm_lm(model, tokenizer, max_new_tokens: int, max_length: int | None):
     lm = _ENGINES.get(key)
     with saved(model, tokenizer) as folder:
         if lm is None:
-            lm = _import_lm_eval_vllm()(**vllm_settings(folder, max_new_tokens, max_length))
+            model_class = _import_lm_eval_vllm()
+            from vllm.platforms import current_platform
+
+            lm = model_class(**vllm_settings(folder, max_new_tokens, max_length, cpu=current_platform.is_cpu()))
             _ENGINES[key] = lm
         else:
             lm.model.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})

@@ -38,11 +38,20 @@ def test_lm_eval_takes_either_distribution():
 
 
 def test_a_head_size_vllm_cannot_run_is_refused_before_any_run(tiny_target, tmp_path, capsys):
+    """A model with heads of 16 (the embedded tiny target's size) on vLLM's CPU build."""
     from vllm.platforms import current_platform
 
+    from simu_bench.target_model.build import load_model
+
+    from eval_helpers import tiny_model
+
     if not current_platform.is_cpu():
-        pytest.skip("vLLM's GPU backends run the tiny target's head size")
-    inputs = ["--data", str(tiny_target.data_dir), "--model", str(tiny_target.target_dir)]
+        pytest.skip("vLLM's GPU backends run heads of 16")
+    _, tokenizer = load_model(tiny_target.target_dir)
+    model = tiny_model(tokenizer)  # hidden 32, 2 heads
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    inputs = ["--data", str(tiny_target.data_dir), "--model", str(tmp_path / "model")]
     out = tmp_path / "runs"
     assert main(["run", "--methods", "fo_graddiff", *inputs, "--out", str(out), "--backend", "vllm", "--quiet"]) == 2
     err = capsys.readouterr().err
