@@ -81,12 +81,15 @@ def check_backend(name: str, strict: bool = False, parity_rows: int = PARITY_ROW
 CPU_MEMORY_SHARE = 0.1
 
 
-def vllm_settings(folder: Path, max_new_tokens: int, max_length: int | None, cpu: bool = False) -> dict:
-    """The arguments of lm-eval's `vllm` model for a model saved in ``folder`` (``cpu``: vLLM's CPU build)."""
+def vllm_settings(folder: Path, max_new_tokens: int, max_length: int | None, cpu: bool = False,
+                  dtype: str = "auto") -> dict:
+    """The arguments of lm-eval's `vllm` model for a model saved in ``folder`` (``cpu``: vLLM's CPU
+    build; ``dtype``: the in-memory model's, since vLLM's "auto" turns float32 weights into
+    bfloat16 on CPU and float16 on a GPU, and the HF side generates in the model's own dtype)."""
     settings = {
         "pretrained": str(folder),
         "tokenizer": str(folder),
-        "dtype": "auto",  # the saved weights' dtype
+        "dtype": dtype,
         "batch_size": "auto",
         "max_gen_toks": max_new_tokens,
         "seed": 1234,
@@ -177,7 +180,9 @@ def vllm_lm(model, tokenizer, max_new_tokens: int, max_length: int | None):
             model_class = _import_lm_eval_vllm()
             from vllm.platforms import current_platform
 
-            lm = model_class(**vllm_settings(folder, max_new_tokens, max_length, cpu=current_platform.is_cpu()))
+            dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+            lm = model_class(**vllm_settings(folder, max_new_tokens, max_length, cpu=current_platform.is_cpu(),
+                                             dtype=dtype))
             _ENGINES[key] = lm
         else:
             lm.model.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
