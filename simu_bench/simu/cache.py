@@ -12,7 +12,9 @@ bit-identical to a fresh one, so each run's mask file is unchanged.
 
 Safety: writes are atomic (`simu_bench.files`); two workers that need the same scores take a
 file lock on ``<key hash>.lock`` (``filelock``, released by the OS with the process), so one
-computes and the other reads. A key file that does not match its name or the scores (edited by
+computes and the other reads. Under torchrun (several processes in one run) the scores are computed
+without the cache: each process holds only its shards and takes part in the attribution's all-reduce.
+A key file that does not match its name or the scores (edited by
 hand, or a half-copied store) is refused with one warning line and the scores are recomputed.
 """
 
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 
 from simu_bench.files import atomic_write_bytes, atomic_write_json
+from simu_bench.unlearning import distributed
 
 log = logging.getLogger("simu_bench.simu.cache")
 FORMAT = "simu-bench-attribution-1"
@@ -74,7 +77,9 @@ class Cache:
         """`attribution.attribute(model, tokenizer, examples, **kwargs)`, read from the cache when kept."""
         from simu_bench.simu import attribution
 
-        if self.folder is None:
+        # Under torchrun every process takes part in the attribution's all-reduce: a process that
+        # held the cache's file lock while computing would wait there for one that waits on the lock.
+        if self.folder is None or distributed.world()[1] > 1:
             return attribution.attribute(model, tokenizer, examples, **kwargs)
         key = self._key(model, tokenizer, examples, kwargs)
         name = _hash(key)
