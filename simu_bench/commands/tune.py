@@ -14,6 +14,7 @@ winner, 1 when a run crashed or a method has none, 2 for bad input, 130 when int
 from __future__ import annotations
 
 import argparse
+import sys
 
 from simu_bench.pipeline.plan import add_plan_flags, tune_plan_from_args
 
@@ -39,7 +40,8 @@ def main(args) -> int:
                 for seed in trial["per_seed"].values()]
     missing = [method for method, result in report["methods"].items() if result["winner"] is None]
     for method in missing:
-        print(f"{method}: no trial met the rule ({tune.rule_text()}); no tuned config")
+        print(f"simu-bench tune: {method}: no winner: no trial both finished (ok) on a dev seed and met the rule "
+              f"({tune.rule_text()}); no tuned config written; widen its search: space or add trials", file=sys.stderr)
     winners = [f"{m} trial {r['winner']}" for m, r in report["methods"].items() if r["winner"] is not None]
     print("winners: " + (", ".join(winners) or "none"))
     return 1 if missing or "crashed" in statuses else 0

@@ -245,9 +245,9 @@ class TunePlan:
         "final: best mean final score (default); retain_at_forget: best dev-mean retain at a point (evaluation point "
         "with --eval-at, or the end) with dev-mean forget <= --forget-level", commands=("tune",), choices=RULES,
         always=True))
-    forget_level: float = field(default=0.2, metadata=flag(
+    forget_level: float = field(default=0.2, metadata=flag(  # flag default None: given or not, see tune_plan_from_args
         "forget level of retain_at_forget (mean of the 6 raw forget components; default: 0.2)", commands=("tune",),
-        metavar="L", check=_level))
+        metavar="L", check=_level, default=None))
     sampler_seed: int = field(default=0, metadata=flag(
         "seed of the TPE sampler (default: 0)", commands=("tune",), metavar="N"))
     utility_floor: UtilityFloor = field(default=UtilityFloor(), metadata=flag(
@@ -295,6 +295,12 @@ def tune_plan_from_args(args) -> TunePlan:
         raise UserError(f"--dev-seeds overlaps --report-seeds at {', '.join(map(str, overlap))}: tuning on a "
                         f"reported seed biases the report; choose dev seeds outside "
                         f"{','.join(map(str, values['report_seeds']))}, e.g. 100,101")
+    if values["forget_level"] is not None and values["rule"] != "retain_at_forget":
+        raise UserError(f"--forget-level {values['forget_level']:g} is the level of --rule retain_at_forget; under "
+                        f"--rule {values['rule']} it would be ignored: add --rule retain_at_forget, or leave "
+                        "--forget-level out")
+    if values["forget_level"] is None:
+        values["forget_level"] = TunePlan.forget_level
     return TunePlan(run=plan, **values)
 
 

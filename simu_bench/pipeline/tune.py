@@ -19,7 +19,9 @@ space or Optuna version) is refused, never mixed.
 **Objective.** Per run: ``final`` (mean of Task Aggregate, MIA score and utility), ``forget``
 (mean of the 6 raw forget components, lower is better) and ``retain`` (mean of the 6 retain
 components). A diverged or crashed run counts as the worst value of each (final 0, forget 1,
-retain 0). A trial's values are the means over the dev seeds. Rules (``--rule``):
+retain 0). A trial's values are the means over the dev seeds. A trial that finished (ok) on no
+dev seed never wins, whatever the rule: when every trial diverged or crashed, the method has no
+winner and no tuned config. Rules (``--rule``):
 
 - ``final`` (default): the best mean final score.
 - ``retain_at_forget``: the candidate rule of `simu_bench.pipeline.candidates` at ``--forget-level``:
@@ -136,9 +138,10 @@ def outcome(runs: list[Run]) -> dict:
 def score(values: dict, rule: str, level: float, passes: bool = True) -> tuple[float, bool]:
     """(what the sampler is told, whether the trial may win); `passes`: the utility floor's verdict.
     For retain_at_forget `values` holds the trial's best point (`candidates.trial_value`) when it has one."""
+    finished = any(seed["status"] == "ok" for seed in values["per_seed"].values())  # else it never wins
     if rule == "final":
-        return values["final"], passes
-    feasible = values["forget"] <= level and passes
+        return values["final"], passes and finished
+    feasible = values["forget"] <= level and passes and finished
     return (values["retain"] if feasible else -values["forget"]), feasible
 
 
