@@ -56,14 +56,36 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a reader that went away shows here, where it is caught, not at exit
         return code
     except UserError as error:
-        print(f"simu-bench {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return refuse(f"simu-bench {args.command}: error: {error}")
     except KeyboardInterrupt:
         print(f"simu-bench {args.command}: interrupted; finished results are kept", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`simu-bench ls | head`): stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
         return 141
+
+
+def refuse(line: str) -> int:
+    """Print the one line of bad input; exit status 2.
+
+    Under `torchrun` every rank meets the same refusal (each checks the whole plan): rank 0 alone
+    prints it, and every rank leaves it in the error file torchrun reads (TORCHELASTIC_ERROR_FILE),
+    so that torchrun's failure report names it instead of asking for a traceback.
+    """
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        import json
+        import time
+
+        record = {"message": {"message": line, "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}}
+        try:
+            with open(error_file, "w", encoding="utf-8") as handle:
+                json.dump(record, handle)
+        except OSError:  # torchrun then reports the exit status alone
+            pass
+    return 2
 
 
 if __name__ == "__main__":

@@ -47,17 +47,13 @@ from simu_bench.unlearning import distributed
 def run_benchmark(plan: Plan, say=print) -> dict[str, int]:
     """Run the whole plan; return how many runs ended in each status (skipped included); {} on a
     process of torchrun other than rank 0."""
-    configs = check_inputs(plan)
+    if distributed.launched():  # under torchrun: join first, so that every rank refuses together
+        plan = dataclasses.replace(plan, device=distributed.init_from_env(plan.device))  # cuda:LOCAL_RANK
     count = plan.workers or (1 if distributed.launched() or workers.is_helper() else workers.default_workers(plan))
-    if count > 1 and distributed.launched():
-        raise UserError(f"--workers {count} under torchrun: each run already spans the torchrun processes; "
-                        f"drop --workers")
+    configs = distributed.together(lambda: _checked(plan, count))
     if count > 1:
         plan = dataclasses.replace(plan, threads=plan.threads or 1)
     with torch_settings(plan):
-        if distributed.launched():  # under torchrun: each run across its processes
-            multiprocess.check(plan, configs)
-            plan = dataclasses.replace(plan, device=distributed.init_from_env(plan.device))  # cuda:LOCAL_RANK
         if count == 1:
             return run_all(plan, configs, say)
         prepare_inputs(plan)  # the embedded target is built once, before the helpers read it
@@ -65,6 +61,17 @@ def run_benchmark(plan: Plan, say=print) -> dict[str, int]:
         say(f"started {len(helpers)} helper worker{'s' if len(helpers) > 1 else ''} "
             f"(pid {', '.join(str(h.pid) for h in helpers)}) on {plan.out}")
         return run_all(plan, configs, say, helpers=helpers)
+
+
+def _checked(plan: Plan, count: int) -> dict:
+    """Every check of the plan (on each rank under torchrun); the methods' configs."""
+    configs = check_inputs(plan)
+    if distributed.launched():  # each run across its processes
+        if count > 1:
+            raise UserError(f"--workers {count} under torchrun: each run already spans the torchrun processes; "
+                            f"drop --workers")
+        multiprocess.check(plan, configs)
+    return configs
 
 
 def run_all(plan: Plan, configs: dict, say, helpers=()) -> dict[str, int]:
@@ -80,10 +87,9 @@ def run_all(plan: Plan, configs: dict, say, helpers=()) -> dict[str, int]:
     data = load_lume(resolved.data_dir)
     if plan.relearn:  # a forget set of one document has none left to measure: refused before any write
         split_documents(data.forget, plan.relearn_fraction)
-    runs = plan_runs(plan, resolved, configs)
+    runs = distributed.together(lambda: plan_runs(plan, resolved, configs))  # checks against the model and store
     env = {**environment(plan.device), **({"world_size": size} if size > 1 else {})}
-    if main_process:
-        _open_store(plan, env)
+    distributed.together(lambda: _open_store(plan, env) if main_process else None)  # e.g. .claims is a file
     outcomes: list[tuple[Run, str]] = []
     # The outer bar counts runs and names the stage in progress; prepare and unlearn show their own bars.
     bar = tqdm(total=len(runs), unit="run", disable=plan.quiet or not main_process, dynamic_ncols=True)

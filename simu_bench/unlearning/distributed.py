@@ -264,6 +264,30 @@ def broadcast(value):
     return box[0]
 
 
+def together(check):
+    """``check()`` on every rank; when it raises `UserError` on any rank, every rank raises the
+    refusal of the first such rank, at the same moment (after a barrier).
+
+    torchrun stops the other ranks as soon as one exits with an error, so a refusal that each
+    rank met alone would end the slower ranks by a signal; refused together, every rank exits 2.
+    """
+    try:
+        result, refusal = check(), None
+    except UserError as error:
+        result, refusal = None, error
+    if not is_initialized():
+        if refusal is not None:
+            raise refusal
+        return result
+    texts: list = [None] * world()[1]
+    _dist().all_gather_object(texts, None if refusal is None else str(refusal))
+    first = next((text for text in texts if text is not None), None)
+    if first is not None:
+        _dist().barrier()
+        raise UserError(first)
+    return result
+
+
 def barrier() -> None:
     if is_initialized():
         _dist().barrier()
