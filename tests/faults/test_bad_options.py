@@ -33,6 +33,7 @@ def run(micro, out: Path, method: str, *overrides: str) -> list:
             *sets, "--max-new-tokens", "4", "--quiet"]
 
 
+@pytest.mark.slow  # runs simu-bench end to end
 @pytest.mark.parametrize("override", ["optimizer.name=adamw", "optimizer.lr=0"])
 def test_wagle_runs_with_adamw_and_with_lr_0(override, micro, tmp_path, capsys):
     """WAGLE once took mu = 1 / lr (ZeroDivisionError at lr 0) and refused AdamW only after the

@@ -125,6 +125,7 @@ def test_ls_lists_the_others_and_warns_about_each_broken_plugin(tmp_path, monkey
         assert any(line.startswith(f"warning: {head(name)}: {problem}") for line in warnings), (name, err)
 
 
+@pytest.mark.slow  # runs simu-bench end to end
 def test_run_all_runs_the_other_methods_past_a_broken_plugin(tmp_path, micro, monkeypatch, capsys):
     """`--methods all` with fo_graddiff and a plugin whose module is missing: the plugin is left out
     with its line on stderr; fo_graddiff runs and the leaderboard is written."""

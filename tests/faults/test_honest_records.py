@@ -42,6 +42,7 @@ def rows_in(path: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if line.strip())
 
 
+@pytest.mark.slow  # runs simu-bench end to end
 def test_trajectory_points_record_the_rows_they_were_measured_on(micro, tmp_path, capsys):
     """--eval-rows 100000 on data of a few rows per split: each subset point measured every row of
     the larger split, and says so; the final point is the whole evaluation ("all")."""
@@ -88,6 +89,7 @@ def no_retain(micro, tmp_path, request) -> Path:
     return data
 
 
+@pytest.mark.slow  # runs simu-bench end to end
 @pytest.mark.parametrize("no_retain", ["absent", "empty"], indirect=True)
 def test_a_method_without_a_retain_term_runs_without_retain_rows(no_retain, micro, tmp_path, capsys):
     out = tmp_path / "runs"
