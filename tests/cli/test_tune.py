@@ -107,9 +107,10 @@ def test_the_same_sampler_seed_and_results_give_the_same_trials():
 def test_the_rules_score_trials_as_documented():
     """final: the mean final score. retain_at_forget at L = 0.2: retain when forget <= L, else
     -forget, so (forget 0.1, retain 0.5) -> 0.5 beats (forget 0.3, retain 0.9) -> -0.3."""
-    assert tune.score({"final": 0.6, "forget": 0.5, "retain": 0.9}, "final", 0.2) == (0.6, True)
-    assert tune.score({"final": 0.0, "forget": 0.1, "retain": 0.5}, "retain_at_forget", 0.2) == (0.5, True)
-    assert tune.score({"final": 0.9, "forget": 0.3, "retain": 0.9}, "retain_at_forget", 0.2) == (-0.3, False)
+    ok = {"per_seed": {"100": {"status": "ok"}}}
+    assert tune.score({"final": 0.6, "forget": 0.5, "retain": 0.9, **ok}, "final", 0.2) == (0.6, True)
+    assert tune.score({"final": 0.0, "forget": 0.1, "retain": 0.5, **ok}, "retain_at_forget", 0.2) == (0.5, True)
+    assert tune.score({"final": 0.9, "forget": 0.3, "retain": 0.9, **ok}, "retain_at_forget", 0.2) == (-0.3, False)
 
 
 def test_a_trial_below_the_utility_floor_cannot_win():

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fault_helpers import one_line
 
 from simu_bench.cli import main
 from simu_bench.target_model.cache import prepare
@@ -16,15 +17,6 @@ from conftest import MICRO_DATA, MICRO_TARGET
 @pytest.fixture(scope="module")
 def micro(tiny_cache):
     return prepare(MICRO_DATA, MICRO_TARGET, seed=0, cache=tiny_cache, progress=False)
-
-
-def one_line(capsys, argv, *needles) -> str:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (code, err)
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def run(micro, out: Path, method: str, *overrides: str) -> list:

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from fault_helpers import one_line
 
 from simu_bench.cli import main
 from simu_bench.target_model.cache import prepare
@@ -70,16 +71,6 @@ def fresh_registry():
     registry._plugins.cache_clear()
     yield
     registry._plugins.cache_clear()
-
-
-def one_line(capsys, argv: list, *needles: str) -> str:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert code == 2, (code, err)
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 BROKEN = {

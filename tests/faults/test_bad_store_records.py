@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fault_helpers import one_line
 
 from simu_bench.cli import main
 
@@ -19,17 +20,6 @@ from store_helpers import make_store
 
 POINT = {"step": 0, "forget": 0.9, "retain": 0.9, "utility": 0.7, "mia": 0.8, "task_aggregate": 0.5, "final": 0.6,
          "seconds": 0.1, "rows": "all"}
-
-
-def one_line(capsys, argv: list, *needles: str) -> str:
-    """Run the CLI; assert exit status 2, nothing on stdout and one line on stderr holding every needle."""
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert code == 2, (code, err)
-    assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.fixture
@@ -80,7 +70,7 @@ def test_store_file_of_the_wrong_shape_names_the_run_to_delete(breaks, needles, 
     assert main(["leaderboard", str(store), "--format", "json", "--output", str(baseline)]) == 0
     breaks(store)
     argv = ["leaderboard", store] if command == "leaderboard" else ["compare", baseline, store]
-    one_line(capsys, argv, *needles, f"delete {store / 'fo_graddiff' / 'seed0'} to redo the run")
+    one_line(capsys, argv, *needles, f"delete {store / 'fo_graddiff' / 'seed0'} to redo the run", stdout_empty=True)
 
 
 def test_a_checked_trajectory_still_reads_in_order_of_step(store):

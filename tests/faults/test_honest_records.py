@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fault_helpers import one_line
 
 from simu_bench.cli import main
 from simu_bench.target_model.cache import prepare
@@ -27,15 +28,6 @@ def micro(tiny_cache):
 def run(micro, out: Path, *extra, data: Path | None = None, methods: str = "fo_graddiff") -> list[str]:
     return ["run", "--methods", methods, "--out", str(out), "--data", str(data or micro.data_dir),
             "--model", str(micro.target_dir), *QUICK, *map(str, extra)]
-
-
-def one_line(capsys, argv, *needles) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (code, err)
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def rows_in(path: Path) -> int:

@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from fault_helpers import one_line
 
-from simu_bench.cli import main
 from simu_bench.store import claims
 from simu_bench.target_model.cache import prepare
 
@@ -31,15 +31,6 @@ def listing(*folders: Path) -> dict:
 def run(micro, out: Path) -> list[str]:
     return ["run", "--methods", "fo_graddiff", "--out", str(out), "--data", str(micro.data_dir),
             "--model", str(micro.target_dir), "--set", "train.max_steps=1", "--max-new-tokens", "4", "--quiet"]
-
-
-def one_line(capsys, argv, *needles) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (code, err)
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.mark.parametrize("linked", ["seed_folder", "method_folder"])
