@@ -115,8 +115,9 @@ def test_the_rules_score_trials_as_documented():
 
 def test_a_trial_below_the_utility_floor_cannot_win():
     """The sampler still hears its score (so it learns where the floor is); the trial is not feasible."""
-    assert tune.score({"final": 0.9, "forget": 0.1, "retain": 0.9}, "final", 0.2, passes=False) == (0.9, False)
-    assert tune.score({"final": 0.9, "forget": 0.1, "retain": 0.9}, "retain_at_forget", 0.2, passes=False) == (
+    ok = {"per_seed": {"100": {"status": "ok"}}}
+    assert tune.score({"final": 0.9, "forget": 0.1, "retain": 0.9, **ok}, "final", 0.2, passes=False) == (0.9, False)
+    assert tune.score({"final": 0.9, "forget": 0.1, "retain": 0.9, **ok}, "retain_at_forget", 0.2, passes=False) == (
         -0.1, False)
 
 
