@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from simu_bench.cli import main
-from simu_bench.target_model.build import prepare
+from simu_bench.target_model.cache import prepare
 
 from conftest import MICRO_DATA, MICRO_TARGET
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from simu_bench.target_model.build import prepare
+from simu_bench.target_model.cache import prepare
 
 from conftest import MICRO_DATA, MICRO_TARGET
 
