@@ -26,7 +26,8 @@ def measure(size: str, runs: int, parity_rows: int) -> dict:
     import torch
 
     from simu_bench.evaluation import backends, evaluator
-    from simu_bench.target_model.build import load_model, prepare
+    from simu_bench.target_model.cache import prepare
+    from simu_bench.target_model.load import load_model
     from simu_bench.target_model.sizes import target_config
 
     torch.set_num_threads(1)

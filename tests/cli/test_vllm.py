@@ -28,7 +28,7 @@ def test_a_head_size_vllm_cannot_run_is_refused_before_any_run(tiny_target, tmp_
     """A model with heads of 16 (the embedded tiny target's size) on vLLM's CPU build."""
     from vllm.platforms import current_platform
 
-    from simu_bench.target_model.build import load_model
+    from simu_bench.target_model.load import load_model
 
     from eval_helpers import tiny_model
 
@@ -54,7 +54,7 @@ def test_parity_with_hf_and_one_engine_whose_weights_are_replaced(tiny_target):
     import torch
     from transformers import OlmoForCausalLM
 
-    from simu_bench.target_model.build import load_model
+    from simu_bench.target_model.load import load_model
 
     target, tokenizer = load_model(tiny_target.target_dir)
     torch.manual_seed(0)
