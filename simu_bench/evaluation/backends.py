@@ -37,7 +37,7 @@ import importlib.util
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from simu_bench.errors import UserError, did_you_mean
@@ -219,8 +219,6 @@ def parity(vllm_samples: list[dict], hf_samples: list[dict]) -> tuple[float, int
 def first_rows(data, rows: int):
     """``data`` cut to its first ``rows`` forget/retain rows (half from each split, forget first
     when odd: the task pack needs both), without MIA documents or utility rows."""
-    from dataclasses import replace
-
     forget = data.forget[: (rows + 1) // 2]
     retain = data.retain[: rows // 2 or 1]
     return replace(data, forget=forget, retain=retain, member=(), nonmember=(), utility=())

@@ -22,6 +22,12 @@ make ``strip().lower()`` equal it.
 
 from __future__ import annotations
 
+import inspect
+
+import torch
+from lm_eval.models.huggingface import HFLM
+from transformers import DynamicCache
+
 from simu_bench.evaluation.scoring import CSV_NA
 
 MARGIN = 8  # characters at the end of the decoded text that a continuation may still change
@@ -58,11 +64,6 @@ def greedy(model, input_ids, attention_mask, max_new_tokens: int, *,
     tokens as the scorer does. The forward passes match transformers' `generate` (position ids
     from the attention mask, one logit position per step, a dynamic cache).
     """
-    import inspect
-
-    import torch
-    from transformers import DynamicCache
-
     # transformers 5.25 renamed `past_key_values` to `cache`; older releases know only the former
     key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     batch, width = input_ids.shape
@@ -111,8 +112,6 @@ def decidable_answers(rows) -> dict[str, str | None]:
 def hf_lm(model, tokenizer, batch_size, max_new_tokens, max_length, answers=None):
     """lm-eval's HFLM on the in-memory model; with ``answers`` (prompt -> answer or None) its
     generation is `decoding.greedy`, which stops question rows once their score is decided."""
-    from lm_eval.models.huggingface import HFLM
-
     class OfficialDecodeHFLM(HFLM):
         """HFLM that decodes new tokens with the official scorer's arguments."""
 

@@ -18,7 +18,7 @@ import torch
 
 from simu_bench.data.lume import check_data_dir, load_lume
 from simu_bench.evaluation.backends import check_backend
-from simu_bench.evaluation.evaluator import check_utility_tasks
+from simu_bench.evaluation.harness import check_utility_tasks
 from simu_bench.evaluation.mia import reference_nll
 from simu_bench.evaluation.relearn import split_documents
 from simu_bench.files import atomic_write_json

@@ -18,7 +18,7 @@ from simu_bench.data.lume import check_data_dir, has_retain
 from simu_bench.errors import UserError
 from simu_bench.evaluation import relearn
 from simu_bench.evaluation.backends import check_backend
-from simu_bench.evaluation.evaluator import check_utility_tasks
+from simu_bench.evaluation.harness import check_utility_tasks
 from simu_bench.files import read_json
 from simu_bench.pipeline.flags import identity
 from simu_bench.pipeline.plan import Plan, Resolved

@@ -60,6 +60,7 @@ optimizer state (OLMo-7B in bf16: 14 GB of weights), so it runs before the model
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -203,14 +204,7 @@ def attribute(model, tokenizer, examples: Sequence, *, m: int = 3, batch_size: i
     Raises:
         UserError: bad m / batch_size / positions, an empty set, or an unsupported model family.
     """
-    if positions not in POSITIONS:
-        raise UserError(f"attribution positions {positions!r} is unknown{did_you_mean(str(positions), POSITIONS)}")
-    if not isinstance(m, int) or m < 1:
-        raise UserError(f"attribution steps m={m!r}; expected an integer >= 1 (the paper uses 3 or 5)")
-    if batch_size < 1 or (copies_per_pass is not None and copies_per_pass < 1):
-        raise UserError(f"batch_size={batch_size}, copies_per_pass={copies_per_pass}; expected >= 1")
-    if len(examples) == 0:
-        raise UserError("attribution needs at least one example; the set given is empty")
+    _check_arguments(m, batch_size, copies_per_pass, positions, examples)
     projections = down_projections(model)
     device = projections[0].weight.device
     scores = torch.zeros(len(projections), projections[0].units, dtype=torch.float32, device=device)
@@ -218,32 +212,12 @@ def attribute(model, tokenizer, examples: Sequence, *, m: int = 3, batch_size: i
     per_pass = copies_per_pass or len(copies)
     chunks = [copies[i : i + per_pass] for i in range(0, len(copies), per_pass)]
 
-    was_training = model.training
-    frozen = [(p, p.requires_grad) for p in model.parameters()]
     scales: dict[int, torch.Tensor | None] = {}
     rows_per_copy = [0]
     where: list[torch.Tensor | None] = [None]  # (rows, seq) bool: the positions scaled; None: all
-
-    def scale_input(projection: DownProjection):
-        def hook(module, args):
-            scale = scales.get(projection.layer)
-            if scale is None:
-                return None
-            (x,) = args  # (copies * batch, seq, d_ff)
-            copies_here = scale.shape[0]
-            shaped = x.view(copies_here, rows_per_copy[0], *x.shape[1:])  # (copies, rows, seq, d_ff)
-            factor = scale[:, None, None, :].to(x.dtype)  # (copies, 1, 1, d_ff)
-            if where[0] is not None:  # 1 + (s - 1) * [chosen]: unscaled elsewhere, same gradient at chosen
-                factor = 1 + (factor - 1) * where[0][None, :, :, None].to(x.dtype)
-            return ((shaped * factor).view_as(x),)
-        return hook
-
-    handles = [p.module.register_forward_pre_hook(scale_input(p)) for p in projections]
+    handles = [p.module.register_forward_pre_hook(_scale_input(p, scales, rows_per_copy, where)) for p in projections]
     try:
-        model.eval()
-        for parameter, _ in frozen:
-            parameter.requires_grad_(False)
-        with torch.enable_grad():
+        with _frozen(model), torch.enable_grad():
             # Similar lengths share a batch, so that few padded rows ride through every copy.
             ordered = sorted(examples, key=lambda e: len(e.input) + len(e.output))
             rank, size = distributed.world()  # across processes: batch i on process i % size
@@ -258,11 +232,52 @@ def attribute(model, tokenizer, examples: Sequence, *, m: int = 3, batch_size: i
     finally:
         for handle in handles:
             handle.remove()
+        scales.clear()
+    return distributed.all_reduce_sum_(scores)  # the sum over every process's batches
+
+
+def _check_arguments(m, batch_size: int, copies_per_pass, positions: str, examples: Sequence) -> None:
+    if positions not in POSITIONS:
+        raise UserError(f"attribution positions {positions!r} is unknown{did_you_mean(str(positions), POSITIONS)}")
+    if not isinstance(m, int) or m < 1:
+        raise UserError(f"attribution steps m={m!r}; expected an integer >= 1 (the paper uses 3 or 5)")
+    if batch_size < 1 or (copies_per_pass is not None and copies_per_pass < 1):
+        raise UserError(f"batch_size={batch_size}, copies_per_pass={copies_per_pass}; expected >= 1")
+    if len(examples) == 0:
+        raise UserError("attribution needs at least one example; the set given is empty")
+
+
+def _scale_input(projection: DownProjection, scales: dict, rows_per_copy: list[int], where: list):
+    """A forward pre-hook on `projection` that scales its input by `scales[layer]`, one scale row
+    per copy of the batch (`rows_per_copy[0]` rows each), at the positions `where[0]` (None: all)."""
+    def hook(module, args):
+        scale = scales.get(projection.layer)
+        if scale is None:
+            return None
+        (x,) = args  # (copies * batch, seq, d_ff)
+        copies_here = scale.shape[0]
+        shaped = x.view(copies_here, rows_per_copy[0], *x.shape[1:])  # (copies, rows, seq, d_ff)
+        factor = scale[:, None, None, :].to(x.dtype)  # (copies, 1, 1, d_ff)
+        if where[0] is not None:  # 1 + (s - 1) * [chosen]: unscaled elsewhere, same gradient at chosen
+            factor = 1 + (factor - 1) * where[0][None, :, :, None].to(x.dtype)
+        return ((shaped * factor).view_as(x),)
+    return hook
+
+
+@contextmanager
+def _frozen(model):
+    """`model` in eval mode with no parameter requiring a gradient; both restored after."""
+    was_training = model.training
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for parameter, _ in frozen:
+            parameter.requires_grad_(False)
+        yield
+    finally:
         for parameter, requires_grad in frozen:
             parameter.requires_grad_(requires_grad)
         model.train(was_training)
-        scales.clear()
-    return distributed.all_reduce_sum_(scores)  # the sum over every process's batches
 
 
 def _attribute_pass(model, projections, chunk, scales, scores, m, ids, attention, answer) -> None:

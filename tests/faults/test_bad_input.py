@@ -315,12 +315,12 @@ def test_bad_value_is_one_line_and_writes_nothing(argv, needles, micro, tmp_path
 
 def test_unknown_utility_task_among_thousands_is_a_short_line(micro, tmp_path, capsys, monkeypatch):
     """lm-eval registers ~15,000 task names; the line names the closest few, before anything is written."""
-    from simu_bench.evaluation import evaluator
+    from simu_bench.evaluation import harness
 
     class Registry:
         all_tasks = [f"task_{i:05d}" for i in range(15_000)] + ["mmlu"]
 
-    monkeypatch.setattr(evaluator, "_task_manager", lambda names, data_dir: Registry())
+    monkeypatch.setattr(harness, "task_manager", lambda names, data_dir: Registry())
     err = one_line(capsys, run_args(micro.data_dir, micro.target_dir, tmp_path / "out", "--utility-tasks", "mmlx"),
                    "--utility-tasks: unknown lm-eval task 'mmlx'", "did you mean 'mmlu'?")
     assert len(err) < 400
@@ -330,8 +330,8 @@ def test_unknown_utility_task_among_thousands_is_a_short_line(micro, tmp_path, c
 def test_a_native_crash_during_evaluation_reaches_stderr():
     """Evaluation points stderr at /dev/null to quiet lm-eval; a fatal error of native code must
     still say what happened instead of dying silently."""
-    code = ("import faulthandler\nfrom simu_bench.evaluation.evaluator import _quiet\n"
-            "with _quiet(True):\n    faulthandler._sigsegv()\n")
+    code = ("import faulthandler\nfrom simu_bench.evaluation.harness import quiet\n"
+            "with quiet(True):\n    faulthandler._sigsegv()\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "Fatal Python error: Segmentation fault" in result.stderr, result.stderr

@@ -147,7 +147,7 @@ def test_mmlu_is_five_shot_by_default_and_named_with_its_shots(monkeypatch):
     """--utility-tasks mmlu runs lm-eval's mmlu with 5 few-shot examples (the official final
     score's MMLU); `mmlu:0` overrides; other tasks default to 0 shots; the name carries the count."""
     from simu_bench.errors import UserError
-    from simu_bench.evaluation import evaluator
+    from simu_bench.evaluation import harness
 
     calls = []
 
@@ -155,12 +155,12 @@ def test_mmlu_is_five_shot_by_default_and_named_with_its_shots(monkeypatch):
         calls.append((names, num_fewshot))
         return {"results": {names[0]: {"acc,none": 0.25 if names[0] == "mmlu" else 0.75}}}
 
-    monkeypatch.setattr(evaluator, "_run_tasks", fake_run_tasks)
-    utility = evaluator._external_utility(None, ["mmlu"], "", None, 16)
+    monkeypatch.setattr(harness, "run_tasks", fake_run_tasks)
+    utility = harness.external_utility(None, ["mmlu"], "", None, 16)
     assert calls == [(["mmlu"], 5)] and utility == {"name": "mmlu (5-shot)", "value": 0.25}
     calls.clear()
-    utility = evaluator._external_utility(None, ["mmlu:0", "arc_easy"], "", None, 16)
+    utility = harness.external_utility(None, ["mmlu:0", "arc_easy"], "", None, 16)
     assert calls == [(["mmlu"], 0), (["arc_easy"], 0)]
     assert utility == {"name": "mmlu (0-shot)+arc_easy (0-shot)", "value": 0.5}
     with pytest.raises(UserError, match="mmlu:five"):
-        evaluator.utility_task("mmlu:five")
+        harness.utility_task("mmlu:five")
