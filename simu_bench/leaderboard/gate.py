@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from tabulate import tabulate
+
 from simu_bench.errors import UserError
 from simu_bench.files import read_text
 from simu_bench.leaderboard.board import build
@@ -164,8 +166,6 @@ def compare(baseline: dict, new: dict, tolerance: float = 0.02) -> Comparison:
 
 def report(result: Comparison, fmt: str = "md") -> str:
     """The table of what moved, or one line saying nothing did; a note on baseline methods not compared."""
-    from tabulate import tabulate
-
     lines = []
     if result.not_in_new:
         lines.append(f"not in the new runs, not compared: {', '.join(result.not_in_new)}")

@@ -45,6 +45,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import statistics
+import time
 from pathlib import Path
 
 import optuna
@@ -57,12 +58,15 @@ from simu_bench.files import atomic_write_json, atomic_write_text, read_json
 from simu_bench.leaderboard.plots import write_fronts
 from simu_bench.leaderboard.render import tune_markdown
 from simu_bench.leaderboard.values import split_scores
+from simu_bench.pipeline.candidates import trial_value
 from simu_bench.pipeline.execute import execute
 from simu_bench.pipeline.plan import Plan, TunePlan
 from simu_bench.pipeline.resolve import check_inputs, overrides_for, prepare_inputs, run_config
 from simu_bench.pipeline.steps import free_memory, torch_settings
+from simu_bench.pipeline.trajectory import point
+from simu_bench.store import claims
 from simu_bench.store.environment import environment
-from simu_bench.store.runs import REFERENCE, Run
+from simu_bench.store.runs import REFERENCE, Run, read_trajectory
 from simu_bench.unlearning.config_overrides import parse_override, set_path
 from simu_bench.unlearning.registry import check_fit, config_path, load_config
 
@@ -149,10 +153,6 @@ def judged_values(runs: list[Run], values: dict, tp: TunePlan, target: float | N
     """The values a rule judges, the floor's verdict and the chosen step (None: the end). For
     retain_at_forget: the trial's best point over its evaluation points and ends (each run's end
     alone when it has no points)."""
-    from simu_bench.pipeline.candidates import trial_value
-    from simu_bench.pipeline.trajectory import point
-    from simu_bench.store.runs import read_trajectory
-
     if tp.rule == "final":
         return values, tp.utility_floor.passes(values["utility"], target) is not False, None
     trajectories = []
@@ -227,10 +227,6 @@ def run_claimed(run: Run, do, label: str, say, wait_s: float = 15.0) -> None:
     """`do()` the run under its claim (`simu_bench.store.claims`), unless it is done; while another
     worker (`simu-bench frontier` processes sharing an --out) holds it, wait for it, and take it
     over when that worker stops without finishing."""
-    import time
-
-    from simu_bench.store import claims
-
     while not run.is_done():
         claim = claims.claim(claims.claim_path(run.path.parent, run.method, run.seed), label)
         if claim.held:

@@ -35,7 +35,9 @@ import datetime
 import os
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
+from simu_bench.data.pairing import IGNORE, PairedBatch, collate
 from simu_bench.errors import UserError
 
 # Rank 0 evaluates while the others wait at the next collective: give it hours, not gloo's 30 minutes.
@@ -43,7 +45,7 @@ TIMEOUT = datetime.timedelta(hours=12)
 
 
 def _dist():
-    import torch.distributed as dist
+    import torch.distributed as dist  # here: a torch built without distributed support still runs one process
 
     return dist
 
@@ -119,8 +121,6 @@ def check_gradient_checkpointing_of(name: str) -> None:
     A config that cannot be read here is left to the model's loading, which reports it.
     """
     try:
-        from transformers import AutoConfig, AutoModelForCausalLM
-
         config = AutoConfig.from_pretrained(name)
         model_class = AutoModelForCausalLM._model_mapping[type(config)]
     except Exception:  # unreadable, remote code, unknown family: checked when the model loads
@@ -170,8 +170,6 @@ def shard_batch(batch, tokenizer, max_length: int):
     Every rank draws the same pairing, so the slices of one micro-batch are disjoint and cover
     it. A rank left without a row takes the batch's first pair with every label masked.
     """
-    from simu_bench.data.pairing import IGNORE, PairedBatch, collate
-
     rank, size = world()
     rows = len(batch.forget_examples)
     base, extra = divmod(rows, size)

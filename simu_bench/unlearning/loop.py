@@ -32,7 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from simu_bench.data import pairing
 from simu_bench.errors import UserError
-from simu_bench.unlearning import distributed
+from simu_bench.unlearning import distributed, registry
 from simu_bench.unlearning.optimizers import optimizer_hooks
 from simu_bench.unlearning.unlearner import LoopState, Unlearner
 
@@ -79,8 +79,6 @@ def check_precision(config, device: str) -> None:
 def check_retain(configs, retain_rows: int, where: str) -> None:
     """Refuse, before anything runs, every method of ``configs`` whose loss has a retain term when
     the data (at ``where``) has no retain rows; methods without one (grad_ascent) run on it."""
-    from simu_bench.unlearning import registry
-
     if retain_rows:
         return
     needing = [config.method for config in configs if registry.get(config.method).uses_retain]

@@ -30,6 +30,10 @@ import argparse
 from dataclasses import dataclass
 
 import torch
+from transformers import OlmoConfig, OlmoForCausalLM
+
+from simu_bench.data.lume import Example, LumeData
+from simu_bench.unlearning import loop, registry
 
 GIB = 2**30
 DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -45,8 +49,6 @@ METHODS = ("fo_graddiff", "so_graddiff", "simu")
 
 def meta_model(shape: dict):
     """An `OlmoForCausalLM` of ``shape`` on the meta device: parameters without storage."""
-    from transformers import OlmoConfig, OlmoForCausalLM
-
     with torch.device("meta"):
         return OlmoForCausalLM(OlmoConfig(**shape))
 
@@ -128,12 +130,7 @@ def measure_peak(shape: dict, method: str, *, batch_size: int = 2, seq_len: int 
     Measured: the growth of the process's peak resident memory (`ru_maxrss`) over a baseline
     taken before the model is built; run it in a fresh process, where nothing else allocates.
     """
-    import resource
-
-    from transformers import OlmoConfig, OlmoForCausalLM
-
-    from simu_bench.data.lume import Example, LumeData
-    from simu_bench.unlearning import loop, registry
+    import resource  # Unix only: the rest of this module works anywhere
 
     class Ids:  # a tokenizer of fixed-length rows of token ids, enough for the unlearning loop
         eos_token_id, pad_token_id = 1, 0
