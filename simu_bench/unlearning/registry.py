@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.resources
+import inspect
 import re
 import sys
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ def _check_known(name: str) -> None:
 
 def _load_plugin(plugin: Plugin) -> type:
     """The class a plugin's entry point names, checked to be an `Unlearner`; its one-line error otherwise."""
+    # Here, not at the top: the registry is read by `--help` (method names), and `unlearner` loads torch.
     from simu_bench.unlearning.unlearner import Unlearner
 
     module_name, _, class_name = plugin.value.partition(":")
@@ -195,9 +197,7 @@ def load_config(source, overrides=(), *, reference: bool = False) -> UnlearnConf
 def check_fit(configs, model: str) -> None:
     """Refuse, before the target is evaluated, every config whose options do not fit the model
     ``model`` (read from its config.json: layer count, widths), one line for all problems."""
-    import inspect
-
-    from simu_bench.unlearning.unlearner import ModelShape
+    from simu_bench.unlearning.unlearner import ModelShape  # torch: not at the top (see `_load_plugin`)
 
     shape = ModelShape.of(model)
     if shape is None:

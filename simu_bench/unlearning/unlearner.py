@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import torch
+from transformers import AutoConfig
 
 from simu_bench.data.pairing import PairedBatch
 from simu_bench.unlearning.config import NoOptions, UnlearnConfig
@@ -49,8 +50,6 @@ class ModelShape:
     def of(cls, model: str) -> "ModelShape | None":
         """The shape of the model folder or hub id ``model``; None when its config cannot be read
         without loading weights or a network (each method's ``prepare`` then checks the loaded model)."""
-        from transformers import AutoConfig
-
         try:
             config = AutoConfig.from_pretrained(str(model))
         except Exception:  # a hub id not in the local cache, offline: nothing to check against yet
