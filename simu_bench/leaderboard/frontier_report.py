@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure  # no pyplot, as the leaderboard's plots
+from tabulate import tabulate
+
 from simu_bench.files import atomic_write_json, atomic_write_text
+from simu_bench.leaderboard.plots import _save
 from simu_bench.leaderboard.stats import mean_ci, paired_difference
 
 MEASURES = ("forget", "retain", "utility", "mia", "final")
@@ -81,8 +85,6 @@ def _stat(cell: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    from tabulate import tabulate
-
     plan = report["plan"]
     floor = report["utility_floor"]
     lines = ["# Methods at equal forgetting (frontier)", "", f"`{report['command']}`", "",
@@ -115,10 +117,6 @@ def markdown(report: dict) -> str:
 
 def write_plot(report: dict, path: Path) -> Path:
     """Retain (left) and utility (right) against forget at each method's winners, with intervals."""
-    from matplotlib.figure import Figure  # no pyplot, as the leaderboard's plots
-
-    from simu_bench.leaderboard.plots import _save
-
     fig = Figure(figsize=(9, 3.8))
     axes = fig.subplots(1, 2, squeeze=False)
     methods = sorted({row["method"] for row in report["table"]})

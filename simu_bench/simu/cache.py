@@ -27,8 +27,12 @@ import sys
 from pathlib import Path
 
 import torch
+from filelock import FileLock
+from safetensors import safe_open
+from safetensors.torch import save
 
 from simu_bench.files import atomic_write_bytes, atomic_write_json
+from simu_bench.simu import attribution
 from simu_bench.unlearning import distributed
 
 log = logging.getLogger("simu_bench.simu.cache")
@@ -75,8 +79,6 @@ class Cache:
 
     def attribute(self, model, tokenizer, examples, **kwargs) -> torch.Tensor:
         """`attribution.attribute(model, tokenizer, examples, **kwargs)`, read from the cache when kept."""
-        from simu_bench.simu import attribution
-
         # Under torchrun every process takes part in the attribution's all-reduce: a process that
         # held the cache's file lock while computing would wait there for one that waits on the lock.
         if self.folder is None or distributed.world()[1] > 1:
@@ -84,8 +86,6 @@ class Cache:
         key = self._key(model, tokenizer, examples, kwargs)
         name = _hash(key)
         path, key_path = self.folder / f"{name}.safetensors", self.folder / f"{name}.json"
-        from filelock import FileLock
-
         self.folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.folder / f"{name}.lock"), thread_local=False):
             scores = self._read(path, key_path, key, name)
@@ -108,8 +108,6 @@ class Cache:
     def _read(self, path: Path, key_path: Path, key: dict, name: str) -> torch.Tensor | None:
         if not path.exists():
             return None
-        from safetensors import safe_open
-
         try:
             stored = json.loads(key_path.read_text(encoding="utf-8"))
             with safe_open(str(path), framework="pt") as handle:
@@ -125,8 +123,6 @@ class Cache:
         return scores
 
     def _write(self, path: Path, key_path: Path, key: dict, name: str, scores: torch.Tensor) -> None:
-        from safetensors.torch import save
-
         atomic_write_json(key_path, key)
         atomic_write_bytes(path, save({"scores": scores.float().cpu().contiguous()}, metadata={"key": name}))
 
