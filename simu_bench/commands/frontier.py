@@ -50,5 +50,6 @@ def main(args) -> int:
                if seed["status"] == "crashed"]
     for row in report["table"]:
         if row["winner"] is None:
-            print(f"{row['method']} at forget <= {row['level']:g}: no trial reached the level")
+            print(f"{row['method']} at forget <= {row['level']:g}: no trial reached the level with its utility above "
+                  "the floor")
     return 1 if crashed else 0

@@ -100,7 +100,7 @@ def markdown(report: dict) -> str:
     rows = []
     for row in sorted(report["table"], key=lambda r: (r["level"], r["method"])):
         if row["winner"] is None:
-            rows.append([f"{row['level']:g}", row["method"], "no trial reached the level", *[""] * 7])
+            rows.append([f"{row['level']:g}", row["method"], "no trial reached it above the utility floor", *[""] * 7])
             continue
         setting = ", ".join(f"{k}={v}" for k, v in row["winner"]["params"].items())
         rows.append([f"{row['level']:g}", row["method"], setting, row["winner"]["step"],
