@@ -144,7 +144,8 @@ def _open_store(plan: Plan, env: dict) -> None:
     with claims.leaderboard_lock(plan.out):  # every file at the top of the store is written under this lock
         remove_temp_files(plan.out)  # run folders clean their own (`Run.begin`)
         remove_temp_files(Path(plan.out) / claims.FOLDER, min_age_s=60)  # claims are written without this lock
-        atomic_write_json(Path(plan.out) / "run.json", {"command": plan.command, "date": env["date"]})
+        if not workers.is_helper():  # a helper's command is the user's plus --workers 1: the user's is recorded
+            atomic_write_json(Path(plan.out) / "run.json", {"command": plan.command, "date": env["date"]})
 
 
 def _one_run(plan: Plan, resolved: Resolved, run: Run, data, env: dict, write, bar, main_process: bool) -> str:

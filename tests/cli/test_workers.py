@@ -55,6 +55,9 @@ def test_two_workers_write_the_store_one_worker_writes(tiny_target, tmp_path, ca
     for name in one:
         assert one[name] == two[name], name
     assert (tmp_path / "two" / "leaderboard.md").exists()
+    # run.json records the user's command, not a helper's (the same command with --workers 1)
+    recorded = json.loads((tmp_path / "two" / "run.json").read_text())["command"]
+    assert "--workers 2" in recorded and "--workers 1" not in recorded, recorded
 
 
 @pytest.mark.parametrize(("value", "message"), [
