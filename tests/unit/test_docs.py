@@ -154,6 +154,7 @@ def test_the_readme_results_excerpt_is_the_committed_leaderboard():
             value = row["metrics"][column]
             ci = value.get("ci95")
             cells.append(f"{value['mean']:.3f}" + (f" ± {ci:.3f}" if ci is not None else ""))
-        rank = board["ranks"].get(row["method"], "—")
+        below = (row.get("utility_floor") or {}).get("passed") is False
+        rank = board["ranks"].get(row["method"], "below floor" if below else "—")
         line = f"| {rank} | {row['label']} | " + " | ".join(cells) + " |"
         assert line in readme, f"README.md's results excerpt is out of date: it should hold {line}"
