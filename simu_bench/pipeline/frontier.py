@@ -54,17 +54,6 @@ def parse_levels(text: str, name: str = "--levels") -> tuple[float, ...]:
     return tuple(levels)
 
 
-def parse_seed_range(text: str, name: str) -> tuple[int, ...]:
-    """`0,1,2` or a range `0-19` (both ends included)."""
-    parts = text.split("-")
-    if len(parts) == 2 and all(part.strip().isdigit() for part in parts):
-        low, high = int(parts[0]), int(parts[1])
-        if low > high:
-            raise UserError(f"{name} {text!r}: a range runs upwards, e.g. {name} 0-19")
-        text = ",".join(map(str, range(low, high + 1)))
-    return parse_seeds(text, name)
-
-
 def _trials(value: int, name: str) -> None:
     if value < 1:
         raise UserError(f"{name} {value}: expected a budget of at least 1 trial per method, e.g. {name} 16")
@@ -89,7 +78,7 @@ class FrontierPlan:
         metavar="100,101", default="100,101", parse=parse_seeds, always=True))
     report_seeds: tuple[int, ...] = field(default=tuple(range(20)), metadata=flag(
         "report seeds, never tuned on: each winner runs on them (default: 0-19)", commands=("frontier",),
-        name="--seeds", metavar="0-19|0,1,2", default="0-19", parse=parse_seed_range, always=True))
+        name="--seeds", metavar="0-19|0,1,2", default="0-19", parse=parse_seeds, always=True))
     floor: UtilityFloor = field(default=UtilityFloor(), metadata=flag(
         f"points whose utility is below F x the target's utility (or below V) cannot win (default: "
         f"{DEFAULT_FRACTION}; 0: off)", commands=("frontier",), name="--utility-floor", metavar="F|abs:V",

@@ -59,16 +59,34 @@ def resolve_methods(text: str, flag: str = "--methods") -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+MAX_RANGE = 10_000  # seeds one range may name: more is a typo, and would only fill memory with run folders
+
+
 def parse_seeds(text: str, flag: str = "--seeds") -> tuple[int, ...]:
-    try:
-        seeds = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
-    except ValueError:
-        raise UserError(f"{flag} {text!r}: expected comma-separated whole numbers, e.g. {flag} 0,1,2") from None
+    """`0,1,2`, a range `0-19` (both ends included), or both (`0-4,10`), in every command."""
+    seeds: list[int] = []
+    for part in (part.strip() for part in text.split(",")):
+        low, dash, high = part.partition("-")
+        try:
+            if dash and low.strip():  # a range; "-1" (no low end) is a negative seed, refused below
+                low_seed, high_seed = int(low), int(high)
+                for seed in (low_seed, high_seed):
+                    check_seed(seed, flag)
+                if low_seed > high_seed or high_seed - low_seed >= MAX_RANGE:
+                    raise UserError(f"{flag} {text!r}: the range {part} must run upwards and name at most "
+                                    f"{MAX_RANGE:,} seeds, e.g. {flag} 0-19")
+                seeds.extend(range(low_seed, high_seed + 1))
+            elif part:
+                seeds.append(int(part))
+        except ValueError:
+            raise UserError(f"{flag} {text!r}: expected comma-separated whole numbers or ranges, "
+                            f"e.g. {flag} 0,1,2 or {flag} 0-19") from None
+    seeds = list(dict.fromkeys(seeds))
     if not seeds or any(seed < 0 for seed in seeds):
         raise UserError(f"{flag} {text!r}: expected one or more non-negative whole numbers, e.g. {flag} 0,1,2")
     for seed in seeds:
         check_seed(seed, flag)
-    return seeds
+    return tuple(seeds)
 
 
 def check_seed(seed: int, flag: str = "--seed") -> None:
@@ -106,7 +124,8 @@ class Plan:
         default="all", parse=resolve_methods, always=True,
         per={"tune": {"help": "methods to tune (default: all registered)"}}))
     seeds: tuple[int, ...] = field(default=(0,), metadata=flag(
-        f"seeds, comma-separated (default: {DEFAULT_SEEDS})", commands=("run",), metavar="0,1,2",
+        f"seeds, comma-separated, or a range such as 0-19 (default: {DEFAULT_SEEDS})", commands=("run",),
+        metavar="0,1,2|0-19",
         default=lambda: DEFAULT_SEEDS, parse=parse_seeds, always=True))
     data: Path | None = field(default=None, metadata=flag(
         "a LUME folder; without --model the embedded target is trained on a seeded subset of it (default: the "

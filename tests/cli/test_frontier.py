@@ -30,7 +30,7 @@ def inputs(tiny_target):
     (["--utility-floor", "abs:"], "expected a number in [0, 1] or abs:VALUE"),
     (["--dev-seeds", "0,1", "--seeds", "1-3"], "overlaps"),
     (["--trials", "0"], "--trials 0"),
-    (["--seeds", "5-2"], "a range runs upwards"),
+    (["--seeds", "5-2"], "must run upwards"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path, capsys):
     code = main(["frontier", "--methods", "fo_graddiff", "--out", str(tmp_path / "out"), *args])

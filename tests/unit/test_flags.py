@@ -99,3 +99,19 @@ def test_a_new_identity_flag_is_hashed_only_when_it_differs_from_its_default():
     assert flags.identity(Toy, Toy(), method_run=True) == {"a.old": 1}  # stores made before `new` keep their hash
     assert flags.identity(Toy, Toy(new="x", method=2), method_run=True) == {"a.old": 1, "a.new": "x", "b.m": 2}
     assert flags.identity(Toy, Toy(method=2), method_run=False) == {"a.old": 1}
+
+
+@pytest.mark.parametrize(("text", "seeds"), [("0,1,2", (0, 1, 2)), ("0-3", (0, 1, 2, 3)), ("0-2,7,1", (0, 1, 2, 7))])
+def test_seeds_take_lists_and_ranges_in_every_command(text, seeds):
+    assert plan.parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("3-1", "the range 3-1 must run upwards"),
+    ("0-20000", "name at most 10,000 seeds"),
+    ("-1", "expected one or more non-negative whole numbers"),
+    ("0-x", "expected comma-separated whole numbers or ranges"),
+])
+def test_bad_seed_ranges_are_refused_with_one_line(text, message):
+    with pytest.raises(UserError, match=message):
+        plan.parse_seeds(text)
