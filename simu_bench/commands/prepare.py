@@ -45,7 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from simu_bench.data.lume import check_data_dir
-    from simu_bench.pipeline.plan import check_seed
+    from simu_bench.pipeline.seeds import check_seed
     from simu_bench.target_model.cache import prepare
 
     if args.docs_per_task < 1:

@@ -10,6 +10,7 @@ import pytest
 from simu_bench.cli import build_parser, main
 from simu_bench.errors import UserError
 from simu_bench.pipeline import flags, plan
+from simu_bench.pipeline import seeds as seeds_module
 from simu_bench.pipeline.plan import TunePlan, command_line, plan_from_args, tune_plan_from_args
 
 
@@ -103,7 +104,7 @@ def test_a_new_identity_flag_is_hashed_only_when_it_differs_from_its_default():
 
 @pytest.mark.parametrize(("text", "seeds"), [("0,1,2", (0, 1, 2)), ("0-3", (0, 1, 2, 3)), ("0-2,7,1", (0, 1, 2, 7))])
 def test_seeds_take_lists_and_ranges_in_every_command(text, seeds):
-    assert plan.parse_seeds(text) == seeds
+    assert seeds_module.parse_seeds(text) == seeds
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -114,4 +115,4 @@ def test_seeds_take_lists_and_ranges_in_every_command(text, seeds):
 ])
 def test_bad_seed_ranges_are_refused_with_one_line(text, message):
     with pytest.raises(UserError, match=message):
-        plan.parse_seeds(text)
+        seeds_module.parse_seeds(text)
