@@ -5,7 +5,7 @@
 
 Several processes with the same command and --out split the trials (an Optuna journal study);
 rerunning the command resumes. See `simu_bench.pipeline.frontier`; the flags are the fields of
-`simu_bench.pipeline.plan.Plan` and `simu_bench.pipeline.frontier.FrontierPlan`. Exit status: 0
+`simu_bench.pipeline.plan.Plan` and `simu_bench.pipeline.frontier_plan.FrontierPlan`. Exit status: 0
 when done, 1 when a run crashed, 2 for bad input (an --out made with other methods, levels or
 budgets included), 130 when interrupted.
 """
@@ -19,7 +19,7 @@ import shlex
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from simu_bench.pipeline.flags import add_flags
-    from simu_bench.pipeline.frontier import FrontierPlan
+    from simu_bench.pipeline.frontier_plan import FrontierPlan
     from simu_bench.pipeline.plan import Plan
 
     parser = subparsers.add_parser(
@@ -35,7 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(args) -> int:
     from simu_bench.pipeline.flags import command_words, values_from
-    from simu_bench.pipeline.frontier import FrontierPlan
+    from simu_bench.pipeline.frontier_plan import FrontierPlan
     from simu_bench.pipeline.plan import Plan, plan_from_args
 
     values = values_from(FrontierPlan, args, "frontier")

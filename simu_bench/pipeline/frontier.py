@@ -22,84 +22,31 @@ A rerun of the same command resumes: finished runs are skipped and finished tria
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
 
+import optuna
+
+from simu_bench.data.lume import load_lume
 from simu_bench.errors import UserError
 from simu_bench.files import atomic_write_json, read_json
-from simu_bench.leaderboard.floor import DEFAULT_FRACTION, UtilityFloor, parse_utility_floor
+from simu_bench.leaderboard.frontier_report import build_report, write_reports
 from simu_bench.pipeline import candidates, study
-from simu_bench.pipeline.flags import flag
-from simu_bench.pipeline.plan import Plan, parse_seeds
+from simu_bench.pipeline.frontier_plan import MANIFEST, FrontierPlan
+from simu_bench.pipeline.plan import TunePlan
+from simu_bench.pipeline.resolve import prepare_inputs
+from simu_bench.pipeline.steps import torch_settings
 from simu_bench.pipeline.trajectory import point
+from simu_bench.pipeline.tune import (
+    STARTUP_TRIALS,
+    check_tune,
+    distributions,
+    execute_runs,
+    reference_utility,
+    trial_runs,
+)
+from simu_bench.store.environment import environment
 from simu_bench.store.runs import Run, read_trajectory
-
-MANIFEST = "frontier-plan.json"
-PRUNERS = ("none", "halving")
-
-
-def parse_levels(text: str, name: str = "--levels") -> tuple[float, ...]:
-    """`0.1,0.2,0.3` -> (0.1, 0.2, 0.3): one or more forget levels in (0, 1), sorted, no repeats."""
-    try:
-        levels = sorted({float(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise UserError(f"{name} {text!r}: expected comma-separated forget levels in (0, 1), e.g. 0.1,0.2,0.3") \
-            from None
-    if not levels:
-        raise UserError(f"{name} {text!r}: no level given; expected forget levels in (0, 1), e.g. 0.1,0.2,0.3")
-    outside = [f"{level:g}" for level in levels if not 0.0 < level < 1.0]
-    if outside:
-        raise UserError(f"{name} {text!r}: {', '.join(outside)} outside (0, 1); a forget level is a score strictly "
-                        "between 0 and 1, e.g. 0.1,0.2,0.3")
-    return tuple(levels)
-
-
-def _trials(value: int, name: str) -> None:
-    if value < 1:
-        raise UserError(f"{name} {value}: expected a budget of at least 1 trial per method, e.g. {name} 16")
-
-
-@dataclass(frozen=True)
-class FrontierPlan:
-    """What `simu-bench frontier` was asked to do; `run` holds the trials' settings (seeds = dev
-    seeds, out = DIR/trials, evaluation points). Each other field is one of its flags."""
-
-    run: Plan
-    out: Path = field(default=Path("frontier"), metadata=flag(
-        "output folder (default: frontier/)", commands=("frontier",), metavar="DIR", always=True))
-    levels: tuple[float, ...] = field(default=(0.1, 0.2, 0.3), metadata=flag(
-        "forget levels in (0, 1) (default: 0.1,0.2,0.3)", commands=("frontier",), metavar="0.1,0.2",
-        default="0.1,0.2,0.3", parse=parse_levels, always=True))
-    trials: int = field(default=16, metadata=flag(
-        "trials per method, the same for every method (default: 16)", commands=("frontier",), metavar="N",
-        check=_trials, always=True))
-    dev_seeds: tuple[int, ...] = field(default=(100, 101), metadata=flag(
-        "seeds the trials run on; must not overlap --seeds (default: 100,101)", commands=("frontier",),
-        metavar="100,101", default="100,101", parse=parse_seeds, always=True))
-    report_seeds: tuple[int, ...] = field(default=tuple(range(20)), metadata=flag(
-        "report seeds, never tuned on: each winner runs on them (default: 0-19)", commands=("frontier",),
-        name="--seeds", metavar="0-19|0,1,2", default="0-19", parse=parse_seeds, always=True))
-    floor: UtilityFloor = field(default=UtilityFloor(), metadata=flag(
-        f"points whose utility is below F x the target's utility (or below V) cannot win (default: "
-        f"{DEFAULT_FRACTION}; 0: off)", commands=("frontier",), name="--utility-floor", metavar="F|abs:V",
-        default=str(DEFAULT_FRACTION), parse=lambda text, name: parse_utility_floor(text)))
-    sampler_seed: int = field(default=0, metadata=flag(
-        "seed of the TPE sampler (default: 0)", commands=("frontier",), metavar="N"))
-    pruner: str = field(default="none", metadata=flag(
-        "halving: Optuna's successive halving stops a hopeless trial after its first dev seed (default: none)",
-        commands=("frontier",), choices=PRUNERS))
-
-    def manifest(self) -> dict:
-        """Everything a frontier folder's results depend on (a resume must match it exactly)."""
-        import optuna
-
-        return {"methods": list(self.run.methods), "levels": list(self.levels), "trials": self.trials,
-                "dev_seeds": list(self.run.seeds), "report_seeds": list(self.report_seeds),
-                "utility_floor": self.floor.spec(), "sampler_seed": self.sampler_seed, "pruner": self.pruner,
-                "overrides": list(self.run.overrides), "eval_at": self.run.eval_at, "eval_every": self.run.eval_every,
-                "eval_rows": self.run.eval_rows, "max_new_tokens": self.run.max_new_tokens,
-                "data": None if self.run.data is None else str(self.run.data), "model": self.run.model,
-                "utility_tasks": list(self.run.utility_tasks or []), "optuna": optuna.__version__}
 
 
 def check_manifest(fp: FrontierPlan) -> None:
@@ -118,8 +65,6 @@ def check_manifest(fp: FrontierPlan) -> None:
 
 def check_frontier(fp: FrontierPlan) -> tuple[dict, dict]:
     """Every check before anything is written; each method's raw YAML and its search space."""
-    from simu_bench.pipeline.plan import TunePlan
-    from simu_bench.pipeline.tune import check_tune
 
     overlap = sorted(set(fp.run.seeds) & set(fp.report_seeds))
     if overlap:
@@ -139,9 +84,6 @@ def trial_folder(fp: FrontierPlan, method: str, number: int) -> Path:
 def run_trials(fp: FrontierPlan, method: str, raw: dict, space: dict, resolved, data, env, target, say) -> None:
     """This worker's share of the method's trials, told to the shared study; returns when every
     trial of the budget is finished (waiting for trials other workers run)."""
-    import time
-
-    from simu_bench.pipeline.tune import STARTUP_TRIALS, distributions
 
     shared = study.open_study(fp.out / "study", method, fp.sampler_seed, STARTUP_TRIALS, fp.pruner)
     rounded = lambda params: {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in params.items()}  # noqa: E731
@@ -159,9 +101,6 @@ def run_trials(fp: FrontierPlan, method: str, raw: dict, space: dict, resolved, 
 
 def run_one_trial(fp: FrontierPlan, method: str, raw: dict, taken, shared, resolved, data, env, target, say) -> None:
     """Run a trial's dev seeds and tell the study its value (or that the pruner stopped it)."""
-    import optuna
-
-    from simu_bench.pipeline.tune import execute_runs, trial_runs
 
     folder = trial_folder(fp, method, taken.number)
     plan = dataclasses.replace(fp.run, fast_decode=True)  # trials are judged by scores, which it leaves unchanged
@@ -222,7 +161,6 @@ def _utility(point: dict) -> float:
 
 def report_runs(fp: FrontierPlan, method: str, raw: dict, winner: dict, resolved, data, env, say) -> list[dict]:
     """The report seeds of one winner: its setting stopped at its step, evaluated in full."""
-    from simu_bench.pipeline.tune import execute_runs, trial_runs
 
     plan = dataclasses.replace(fp.run, seeds=fp.report_seeds, eval_at=None, eval_every=None, eval_rows=None)
     folder = fp.out / "report" / method / f"trial{winner['trial']}-step{winner['step']}"
@@ -242,7 +180,6 @@ def report_runs(fp: FrontierPlan, method: str, raw: dict, winner: dict, resolved
 
 def run_frontier(fp: FrontierPlan, say=print) -> dict:
     """Trials, winners per level, report runs; write the reports; return frontier.json's content."""
-    from simu_bench.pipeline.steps import torch_settings
 
     raws, spaces = check_frontier(fp)
     with torch_settings(fp.run):
@@ -250,11 +187,6 @@ def run_frontier(fp: FrontierPlan, say=print) -> dict:
 
 
 def _run_frontier(fp: FrontierPlan, raws: dict, spaces: dict, say) -> dict:
-    from simu_bench.data.lume import load_lume
-    from simu_bench.leaderboard.frontier_report import build_report, write_reports
-    from simu_bench.pipeline.resolve import prepare_inputs
-    from simu_bench.pipeline.tune import reference_utility
-    from simu_bench.store.environment import environment
 
     resolved = prepare_inputs(fp.run)
     data, env = load_lume(resolved.data_dir), environment(fp.run.device)

@@ -17,6 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
+from filelock import FileLock
+from optuna.storages import JournalStorage
+
+try:
+    from optuna.storages.journal import JournalFileBackend as Backend
+except ImportError:  # Optuna 3.x names it JournalFileStorage (the same file format)
+    from optuna.storages import JournalFileStorage as Backend
+
 from simu_bench.errors import UserError
 from simu_bench.store import claims
 
@@ -26,19 +35,11 @@ JOURNAL = "study.journal"
 def journal_storage(path: Path):
     """Optuna's JournalStorage on a file: `JournalFileBackend` (Optuna >= 4.0), else the older
     `JournalFileStorage` of the same format."""
-    from optuna.storages import JournalStorage
-
-    try:
-        from optuna.storages.journal import JournalFileBackend as Backend
-    except ImportError:  # Optuna 3.x
-        from optuna.storages import JournalFileStorage as Backend
     return JournalStorage(Backend(str(path)))
 
 
 def check_version(recorded: str | None, where: Path) -> None:
     """Refuse a study made with another Optuna version (one line)."""
-    import optuna
-
     if recorded is not None and recorded != optuna.__version__:
         raise UserError(f"{where} was made with Optuna {recorded} and this is Optuna {optuna.__version__}: a study "
                         f"is resumed only with the version that made it; install optuna=={recorded} or use another "
@@ -47,8 +48,6 @@ def check_version(recorded: str | None, where: Path) -> None:
 
 def open_study(folder: Path, name: str, sampler_seed: int, startup_trials: int, pruner: str = "none"):
     """The study `name` in `folder`/study.journal (created or loaded), maximising one value."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folder.mkdir(parents=True, exist_ok=True)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup_trials)
@@ -71,9 +70,6 @@ class Taken:
 def next_trial(study, folder: Path, name: str, budget: int, distributions: dict, round_params) -> Taken | None:
     """Under the study's lock: a RUNNING trial whose worker died, else a new trial while the budget
     allows, else None (every trial is done or held by a live worker)."""
-    import optuna
-    from filelock import FileLock
-
     with FileLock(str(folder / f"{name}.lock"), timeout=600):
         trials = study.get_trials(deepcopy=False)
         for trial in trials:
@@ -92,14 +88,10 @@ def next_trial(study, folder: Path, name: str, budget: int, distributions: dict,
 
 def running(study) -> int:
     """How many of the study's trials some worker is running."""
-    import optuna
-
     return sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING)
 
 
 def finished(study) -> list:
     """The study's complete and pruned trials, by number."""
-    import optuna
-
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return sorted((t for t in study.get_trials(deepcopy=False) if t.state in done), key=lambda t: t.number)

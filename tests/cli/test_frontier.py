@@ -11,7 +11,7 @@ import pytest
 
 from simu_bench.cli import main
 from simu_bench.pipeline import study
-from simu_bench.pipeline.frontier import MANIFEST
+from simu_bench.pipeline.frontier_plan import MANIFEST
 
 QUICK = ["--set", "train.max_steps=2", "--max-new-tokens", "8", "--eval-rows", "6", "--quiet"]
 
