@@ -17,6 +17,7 @@ shipped configs and share their run identities with `simu-bench run`.
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,10 +62,24 @@ def lr_overrides(methods, size: str, overrides=()) -> tuple[str, ...]:
 
 
 def size_plans(base: Plan, sizes: list[str]) -> list[Plan]:
-    """One `Plan` per size: the base plan into `out/<size>` on that size, with the lr rule applied."""
-    return [replace(base, size=size, out=Path(base.out) / size,
-                    overrides=tuple(base.overrides) + lr_overrides(base.methods, size, base.overrides))
-            for size in sizes]
+    """One `Plan` per size: the base plan into `out/<size>` on that size, with the lr rule applied.
+    Its command is the `simu-bench run` that does the same, so that the size's run store records how
+    to redo it and its worker processes (`simu_bench.pipeline.workers`) run that size alone."""
+    plans = []
+    for size in sizes:
+        overrides = tuple(base.overrides) + lr_overrides(base.methods, size, base.overrides)
+        plan = replace(base, size=size, out=Path(base.out) / size, overrides=overrides)
+        plans.append(replace(plan, command=run_command(plan)))
+    return plans
+
+
+def run_command(plan: Plan) -> str:
+    """`simu-bench run` with this plan's methods, seeds, size, output and overrides."""
+    words = ["simu-bench", "run", "--methods", ",".join(plan.methods), "--seeds", ",".join(map(str, plan.seeds)),
+             "--size", plan.size, "--out", str(plan.out)]
+    for override in plan.overrides:
+        words += ["--set", override]
+    return shlex.join(words)
 
 
 def run_ladder(base: Plan, sizes: list[str], pairs, say=print) -> tuple[dict[str, int], list[Path]]:

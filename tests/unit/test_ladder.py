@@ -2,6 +2,7 @@
 
 import json
 import math
+import shlex
 
 import pytest
 
@@ -36,6 +37,22 @@ def test_the_lr_rule_scales_every_method_by_the_width_alike(tmp_path):
                        parse_sizes("tiny,medium"))
     assert [(p.size, p.out) for p in plans] == [("tiny", tmp_path / "tiny"), ("medium", tmp_path / "medium")]
     assert plans[1].overrides == ("train.epochs=2", *lr_overrides(methods, "medium"))
+
+
+def test_each_size_runs_as_the_run_command_its_workers_repeat(tmp_path):
+    """A size's worker processes re-run the plan's command with `--workers 1 --threads 1`, flags only
+    `run` has: the command must be the `simu-bench run` of that size, which parses back to its plan."""
+    from simu_bench.cli import build_parser
+    from simu_bench.pipeline.plan import plan_from_args
+
+    base = Plan(methods=("so_graddiff", "simu"), seeds=(0, 3), out=tmp_path, overrides=("train.epochs=2",),
+                command="simu-bench ladder --sizes tiny,small")
+    small = size_plans(base, ["tiny", "small"])[1]
+    words = shlex.split(small.command)
+    assert words[:2] == ["simu-bench", "run"]
+    again = plan_from_args(build_parser().parse_args([*words[1:], "--workers", "1", "--threads", "1"]), "run")
+    assert (again.methods, again.seeds, again.size, again.out) == (base.methods, base.seeds, "small", tmp_path / "small")
+    assert again.overrides == small.overrides
 
 
 def _store(root, finals: dict[str, list]) -> None:
