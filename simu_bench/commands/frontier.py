@@ -46,6 +46,8 @@ def main(args) -> int:
     from simu_bench.pipeline.frontier import run_frontier  # torch: only once the flags are checked
 
     report = run_frontier(fp)
+    if report is None:  # a helper worker: the worker that started it reports
+        return 0
     crashed = [seed for row in report["table"] for seed in (row.get("per_seed") or {}).values()
                if seed["status"] == "crashed"]
     for row in report["table"]:

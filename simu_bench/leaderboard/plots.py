@@ -186,7 +186,7 @@ def write_fronts(report: dict, path: Path) -> Path:
         best = sorted((t for t in trials if t["trial"] in result["front"]), key=lambda t: t["forget"])
         ax.plot([t["forget"] for t in best], [t["retain"] for t in best], "o-", color="C0", label="front")
         if result["winner"] is not None:
-            win = trials[result["winner"]]
+            win = next(t for t in trials if t["trial"] == result["winner"])
             ax.scatter([win["forget"]], [win["retain"]], marker="*", s=160, color="C3", zorder=3, label="winner")
         if report["rule"]["forget_level"] is not None:
             ax.axvline(report["rule"]["forget_level"], color="0.3", linestyle="--", linewidth=1)

@@ -203,7 +203,7 @@ def tune_markdown(report: dict) -> str:
         if winner is None:
             lines += ["No trial met the rule: no tuned config.", ""]
         else:
-            best = result["trials"][winner]
+            best = next(t for t in result["trials"] if t["trial"] == winner)
             lines += [f"Winner: trial {winner} ({_params(best['params'])}): final {best['final']:.3f}, forget "
                       f"{best['forget']:.3f}, retain {best['retain']:.3f}; config `{result['tuned_config']}`.", ""]
         keys = list(result["space"])

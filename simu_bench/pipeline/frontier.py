@@ -22,7 +22,6 @@ A rerun of the same command resumes: finished runs are skipped and finished tria
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import optuna
@@ -31,20 +30,14 @@ from simu_bench.data.lume import load_lume
 from simu_bench.errors import UserError
 from simu_bench.files import atomic_write_json, read_json
 from simu_bench.leaderboard.frontier_report import build_report, write_reports
-from simu_bench.pipeline import candidates, study
+from simu_bench.pipeline import candidates, study, workers
 from simu_bench.pipeline.frontier_plan import MANIFEST, FrontierPlan
 from simu_bench.pipeline.plan import TunePlan
 from simu_bench.pipeline.resolve import prepare_inputs
 from simu_bench.pipeline.steps import torch_settings
 from simu_bench.pipeline.trajectory import point
-from simu_bench.pipeline.tune import (
-    STARTUP_TRIALS,
-    check_tune,
-    distributions,
-    execute_runs,
-    reference_utility,
-    trial_runs,
-)
+from simu_bench.pipeline.trial_runs import execute_runs, reference_utility, trial_runs
+from simu_bench.pipeline.tune import STARTUP_TRIALS, check_tune, distributions, rounded
 from simu_bench.store.environment import environment
 from simu_bench.store.runs import Run, read_trajectory
 
@@ -81,22 +74,14 @@ def trial_folder(fp: FrontierPlan, method: str, number: int) -> Path:
     return fp.run.out / method / f"trial{number}"
 
 
-def run_trials(fp: FrontierPlan, method: str, raw: dict, space: dict, resolved, data, env, target, say) -> None:
-    """This worker's share of the method's trials, told to the shared study; returns when every
-    trial of the budget is finished (waiting for trials other workers run)."""
-
+def trial_work(fp: FrontierPlan, method: str, raw: dict, space: dict, resolved, data, env, target, say):
+    """The method's shared study and the arguments `study.work_through`/`study.finish` take."""
     shared = study.open_study(fp.out / "study", method, fp.sampler_seed, STARTUP_TRIALS, fp.pruner)
-    rounded = lambda params: {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in params.items()}  # noqa: E731
-    while True:
-        taken = study.next_trial(shared, fp.out / "study", method, fp.trials, distributions(space), rounded)
-        if taken is None:
-            if not study.running(shared):
-                return
-            say(f"{method}: waiting for {study.running(shared)} trial(s) other workers run")
-            time.sleep(15)
-            continue
-        with taken.claim:
-            run_one_trial(fp, method, raw, taken, shared, resolved, data, env, target, say)
+
+    def run_taken(taken) -> None:
+        run_one_trial(fp, method, raw, taken, shared, resolved, data, env, target, say)
+
+    return shared, fp.out / "study", method, fp.trials, distributions(space), rounded, run_taken
 
 
 def run_one_trial(fp: FrontierPlan, method: str, raw: dict, taken, shared, resolved, data, env, target, say) -> None:
@@ -178,15 +163,16 @@ def report_runs(fp: FrontierPlan, method: str, raw: dict, winner: dict, resolved
     return values
 
 
-def run_frontier(fp: FrontierPlan, say=print) -> dict:
-    """Trials, winners per level, report runs; write the reports; return frontier.json's content."""
+def run_frontier(fp: FrontierPlan, say=print) -> dict | None:
+    """Trials, winners per level, report runs; write the reports; return frontier.json's content
+    (None in a helper worker, which leaves the reports to the worker that started it)."""
 
     raws, spaces = check_frontier(fp)
     with torch_settings(fp.run):
         return _run_frontier(fp, raws, spaces, say)
 
 
-def _run_frontier(fp: FrontierPlan, raws: dict, spaces: dict, say) -> dict:
+def _run_frontier(fp: FrontierPlan, raws: dict, spaces: dict, say) -> dict | None:
 
     resolved = prepare_inputs(fp.run)
     data, env = load_lume(resolved.data_dir), environment(fp.run.device)
@@ -195,13 +181,20 @@ def _run_frontier(fp: FrontierPlan, raws: dict, spaces: dict, say) -> dict:
         atomic_write_json(fp.out / MANIFEST, fp.manifest())
     target = reference_utility(fp.run, resolved, data, env, say)  # the utility the floor scales
     methods = {}
-    for method in fp.run.methods:
-        run_trials(fp, method, raws[method], spaces[method], resolved, data, env, target, say)
-    for method in fp.run.methods:
+    work = [trial_work(fp, m, raws[m], spaces[m], resolved, data, env, target, say) for m in fp.run.methods]
+    helpers = workers.start_workers(fp.run)
+    for args in work:  # every method's trials first: a worker never idles while another method has some left
+        study.work_through(*args)
+    for args in work:
+        study.finish(*args, say)
+    for method in fp.run.methods:  # every worker has the same winners and splits their report runs
         trials, chosen = winners(fp, method, raws[method], target)
         reports = {level: report_runs(fp, method, raws[method], winner, resolved, data, env, say)
                    for level, winner in chosen.items() if winner is not None}
         methods[method] = {"space": spaces[method], "trials": trials, "winners": chosen, "report": reports}
+    if workers.is_helper():  # the reports are the first worker's, once every helper is done
+        return None
+    workers.wait_and_say(helpers, say)  # the report runs are done: this worker waited for those others held
     report = build_report(fp, methods, target, env)
     for path in write_reports(report, fp.out):
         say(f"wrote {path}")

@@ -170,7 +170,7 @@ class Plan:
         "method shares it by default)", commands=("run", "tune")))
     workers: int | None = field(default=None, metadata=flag(
         "worker processes that split the runs, one torch thread each (default: one per CPU core for the embedded "
-        "target on CPU, else 1)", commands=("run",), metavar="N", parse=parse_workers))
+        "target on CPU, else 1)", commands=("run", "tune", "frontier"), metavar="N", parse=parse_workers))
     relearn: int | None = field(default=None, metadata=flag(  # hashed in `resolve.run_config` when given
         f"relearning attack: fine-tune each unlearned model STEPS AdamW steps (lr {LR:g}) on a seeded fraction of "
         "the forget documents, then score the forget rows of the others again; writes relearn.json (default: off)",

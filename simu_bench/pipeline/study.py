@@ -14,6 +14,7 @@ propose other parameters and its format may differ.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +47,43 @@ def check_version(recorded: str | None, where: Path) -> None:
                         "--out")
 
 
+class TrialSeededTPE(optuna.samplers.BaseSampler):
+    """Optuna's TPE, seeded afresh for each trial from (seed, trial number). A TPESampler seeded
+    once draws from one random stream per process, so a resumed study (a new process) would draw
+    its next start-up trial like trial 0 again, and a trial's parameters would depend on which
+    process asked for it. Seeded per trial, trial k's parameters depend only on the seed and the
+    trials told before it: a resumed study proposes what an uninterrupted one would."""
+
+    def __init__(self, seed: int, startup_trials: int):
+        self.seed, self.startup_trials = seed, startup_trials
+        self._tpe = self._for(0)
+
+    def _for(self, number: int):
+        seed = (self.seed * 1_000_003 + number) % 2**32
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials)
+
+    def before_trial(self, study, trial) -> None:
+        self._tpe = self._for(trial.number)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+
 def open_study(folder: Path, name: str, sampler_seed: int, startup_trials: int, pruner: str = "none"):
     """The study `name` in `folder`/study.journal (created or loaded), maximising one value."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folder.mkdir(parents=True, exist_ok=True)
-    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup_trials)
+    sampler = TrialSeededTPE(sampler_seed, startup_trials)
     chosen = optuna.pruners.SuccessiveHalvingPruner() if pruner == "halving" else optuna.pruners.NopPruner()
     return optuna.create_study(study_name=name, storage=journal_storage(folder / JOURNAL), sampler=sampler,
                                pruner=chosen, direction="maximize", load_if_exists=True)
@@ -95,3 +128,23 @@ def finished(study) -> list:
     """The study's complete and pruned trials, by number."""
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return sorted((t for t in study.get_trials(deepcopy=False) if t.state in done), key=lambda t: t.number)
+
+
+def work_through(study, folder: Path, name: str, budget: int, distributions: dict, round_params, run_taken) -> None:
+    """Take trials (`next_trial`) and `run_taken(taken)` each under its claim until none is left to
+    take; trials other workers are running are left to them (see `finish`)."""
+    while (taken := next_trial(study, folder, name, budget, distributions, round_params)) is not None:
+        with taken.claim:
+            run_taken(taken)
+
+
+def finish(study, folder: Path, name: str, budget: int, distributions: dict, round_params, run_taken, say,
+           poll_s: float = 15.0) -> None:
+    """Wait until no trial of the study runs, taking over any whose worker stopped."""
+    while True:
+        work_through(study, folder, name, budget, distributions, round_params, run_taken)
+        count = running(study)
+        if not count:
+            return
+        say(f"{name}: waiting for {count} trial(s) other workers run")
+        time.sleep(poll_s)

@@ -5,16 +5,19 @@
 
 Each method's YAML declares its space in a ``search:`` block (see `simu_bench.unlearning.config`).
 Per method, an Optuna study with ``TPESampler(seed=--sampler-seed, n_startup_trials=5)`` proposes
-the trials through ask/tell; nothing is searched by hand. Trial k is an ordinary run per dev seed
-in ``DIR/trials/<method>/trial<k>/seed<s>/`` (the run store's layout and files, plus
+the trials; nothing is searched by hand. Trial k is an ordinary run per dev seed in
+``DIR/trials/<method>/trial<k>/seed<s>/`` (the run store's layout and files, plus
 ``trial<k>/trial.json`` with its parameters). Floats are rounded to 4 significant digits before
 they are used, so configs stay readable and the stored value is exactly the one that ran.
 
-**Resume.** The study lives in memory. A rerun asks the sampler again in the same order with the
-same seed and tells it each trial's result read back from the run store, so it proposes the same
-parameters, skips the finished runs and picks the same winner; ``--trials 2`` then ``--trials 4``
-equals a fresh ``--trials 4``. A trial folder made with other parameters (another sampler seed,
-space or Optuna version) is refused, never mixed.
+**A persistent, shared study.** The studies live in Optuna's journal storage, ``DIR/study/``
+(`simu_bench.pipeline.study`): ``--workers N`` processes (default: one per core for the embedded
+target on CPU), or several `tune` commands on one DIR, split the trials instead of repeating them;
+a rerun resumes (finished trials are read back, a trial whose worker stopped is taken over, its
+finished runs kept). With one worker the trials are the same on every machine; with several, a
+trial's parameters depend on which results were in when it was asked, as in any parallel TPE.
+``DIR/tune-plan.json`` records the rule and the runs' settings; a command that differs is refused,
+never mixed. ``--trials`` may grow (the study goes on) and ``--methods`` may change.
 
 **Objective.** Per run: ``final`` (mean of Task Aggregate, MIA score and utility), ``forget``
 (mean of the 6 raw forget components, lower is better) and ``retain`` (mean of the 6 retain
@@ -45,7 +48,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import statistics
-import time
 from pathlib import Path
 
 import optuna
@@ -58,18 +60,19 @@ from simu_bench.files import atomic_write_json, atomic_write_text, read_json
 from simu_bench.leaderboard.plots import write_fronts
 from simu_bench.leaderboard.render import tune_markdown
 from simu_bench.leaderboard.values import split_scores
+from simu_bench.pipeline import study, workers
 from simu_bench.pipeline.candidates import trial_value
-from simu_bench.pipeline.execute import execute
-from simu_bench.pipeline.plan import Plan, TunePlan
-from simu_bench.pipeline.resolve import check_inputs, overrides_for, prepare_inputs, run_config
-from simu_bench.pipeline.steps import free_memory, torch_settings
+from simu_bench.pipeline.plan import TunePlan
+from simu_bench.pipeline.resolve import check_inputs, overrides_for, prepare_inputs
+from simu_bench.pipeline.steps import torch_settings
 from simu_bench.pipeline.trajectory import point
-from simu_bench.store import claims
+from simu_bench.pipeline.trial_runs import execute_runs, reference_utility, trial_runs, with_params
 from simu_bench.store.environment import environment
-from simu_bench.store.runs import REFERENCE, Run, read_trajectory
+from simu_bench.store.runs import Run, read_trajectory
 from simu_bench.unlearning.config_overrides import parse_override, set_path
 from simu_bench.unlearning.registry import check_fit, config_path, load_config
 
+MANIFEST = "tune-plan.json"
 STARTUP_TRIALS = 5  # TPE's random trials before it models the results (Optuna's default is 10)
 WORST = {"final": 0.0, "forget": 1.0, "retain": 0.0, "utility": 0.0}  # a diverged or crashed run
 
@@ -107,19 +110,6 @@ def distributions(space: dict) -> dict:
         else:
             made[key] = FloatDistribution(float(values[0]), float(values[1]), log=kind == "log_uniform")
     return made
-
-
-def new_study(seed: int):
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
-    return optuna.create_study(direction="maximize", sampler=sampler)
-
-
-def ask(study, space: dict) -> tuple[object, dict]:
-    """The next trial and its parameters (floats rounded to 4 significant digits)."""
-    trial = study.ask(distributions(space))
-    return trial, {key: float(f"{value:.4g}") if isinstance(value, float) else value
-                   for key, value in trial.params.items()}
 
 
 def outcome(runs: list[Run]) -> dict:
@@ -170,17 +160,6 @@ def judged_values(runs: list[Run], values: dict, tp: TunePlan, target: float | N
         best["step"] if best["step"] < last else None)
 
 
-def reference_utility(plan: Plan, resolved, data, env, say) -> float | None:
-    """The target's utility (its reference run in `plan.out`, evaluated once)."""
-    run = Run.at(plan.out, REFERENCE, None)
-    config = run_config(plan, resolved, REFERENCE, None, None)
-    run.check_config(config)
-    reference = dataclasses.replace(resolved, configs={(REFERENCE, None): config})
-    run_claimed(run, lambda: execute(plan, reference, run, data, env, say), "the target's reference run", say)
-    metrics = read_json(run.file("metrics.json"), expect=dict) if run.is_done() else {}
-    return (metrics.get("utility") or {}).get("value")
-
-
 def front(trials: list[dict]) -> list[int]:
     """Trials no other trial beats on both forget (lower) and retain (higher)."""
     def beaten(a: dict) -> bool:
@@ -190,85 +169,57 @@ def front(trials: list[dict]) -> list[int]:
     return [t["trial"] for t in trials if not beaten(t)]
 
 
-def trial_runs(plan: Plan, method: str, folder: Path, raw: dict, params: dict, resolved) -> tuple:
-    """The runs of one trial (one per seed of `plan`), checked against their folders, with the
-    trial's raw YAML and its copy of `resolved`: (runs, raw, resolved); nothing written yet."""
-    trial_raw = raw
-    for key, value in params.items():
-        trial_raw = set_path(trial_raw, key, value)
-    config = load_config(trial_raw)
-    runs = [Run(folder / f"seed{seed}", method, seed) for seed in plan.seeds]
-    configs = {(method, run.seed): run_config(plan, resolved, method, run.seed, config) for run in runs}
-    for run in runs:
-        run.check_config(configs[(method, run.seed)])
-    trial_resolved = dataclasses.replace(resolved, configs=configs, unlearn_configs={method: config}, timings={})
-    return runs, trial_raw, trial_resolved
+def tune_work(tp: TunePlan, method: str, raw: dict, space: dict, resolved, data, env, say, target):
+    """The method's study in DIR/study and the arguments `study.work_through`/`study.finish` take:
+    each trial taken runs its dev seeds and tells the study its value."""
+    shared = study.open_study(tp.out / "study", method, tp.sampler_seed, STARTUP_TRIALS)
+    plan = dataclasses.replace(tp.run, fast_decode=True)  # trials are judged by scores, which it leaves unchanged
 
-
-def execute_runs(plan: Plan, runs: list[Run], resolved, data, env, say, label: str, detail: str = "",
-                 after=None) -> None:
-    """Do the runs not done yet (`label` names them in the log lines); `after(run)` is called
-    after each run and may return True to stop (a pruned trial)."""
-    def do(run: Run) -> None:
-        say(f"{label} seed {run.seed}: {detail}")
-        execute(plan, resolved, run, data, env, say)
-        free_memory()
-
-    for run in runs:
-        if run.is_done():
-            say(f"{label} seed {run.seed}: already done ({run.status()['status']}), skipped")
-        else:
-            run_claimed(run, lambda run=run: do(run), f"{label} seed {run.seed}", say)
-        if after is not None and after(run):
-            return
-
-
-def run_claimed(run: Run, do, label: str, say, wait_s: float = 15.0) -> None:
-    """`do()` the run under its claim (`simu_bench.store.claims`), unless it is done; while another
-    worker (`simu-bench frontier` processes sharing an --out) holds it, wait for it, and take it
-    over when that worker stops without finishing."""
-    while not run.is_done():
-        claim = claims.claim(claims.claim_path(run.path.parent, run.method, run.seed), label)
-        if claim.held:
-            with claim:
-                if not run.is_done():
-                    do()
-            return
-        say(f"{label}: another worker runs it ({claim.owner}); waiting")
-        time.sleep(wait_s)
-
-
-def tune_method(tp: TunePlan, method: str, raw: dict, space: dict, resolved, data, env, say, target=None) -> dict:
-    """All trials of one method (resuming finished runs); its trials, front and winner; `target`:
-    the target's utility, which the utility floor scales."""
-    study, trials = new_study(tp.sampler_seed), []
-    # a trial is judged by its scores, which early-decided decoding leaves unchanged
-    plan = dataclasses.replace(tp.run, fast_decode=True)
-    for k in range(tp.trials):
-        trial, params = ask(study, space)
-        folder = tp.run.out / method / f"trial{k}"
+    def run_taken(taken) -> None:
+        folder = tp.run.out / method / f"trial{taken.number}"
         stored = folder / "trial.json"
-        if stored.exists() and read_json(stored).get("params") != params:
+        if stored.exists() and read_json(stored).get("params") != taken.params:
             raise UserError(f"{folder} holds a trial made with other parameters ({read_json(stored).get('params')} != "
-                            f"{params}): another --sampler-seed, search space or Optuna version; use another --out")
-        runs, trial_raw, trial_resolved = trial_runs(plan, method, folder, raw, params, resolved)
-        atomic_write_json(stored, {"method": method, "trial": k, "params": params, "sampler_seed": tp.sampler_seed})
-        shown = ", ".join(f"{key}={value}" for key, value in params.items())
-        execute_runs(plan, runs, trial_resolved, data, env, say, f"{method} trial {k}", f"{shown} ({k + 1} of "
-                     f"{tp.trials})")
+                            f"{taken.params}) by another study; use another --out")
+        runs, _, trial_resolved = trial_runs(plan, method, folder, raw, taken.params, resolved)
+        atomic_write_json(stored, {"method": method, "trial": taken.number, "params": taken.params,
+                                   "sampler_seed": tp.sampler_seed})
+        shown = ", ".join(f"{key}={value}" for key, value in taken.params.items())
+        label = f"{method} trial {taken.number} (of {tp.trials}){' resumed' if taken.resumed else ''}"
+        execute_runs(plan, runs, trial_resolved, data, env, say, label, shown)
+        values, passes, _ = judged_values(runs, outcome(runs), tp, target)
+        shared.tell(taken.number, score(values, tp.rule, tp.forget_level, passes)[0])
+
+    return shared, tp.out / "study", method, tp.trials, distributions(space), rounded, run_taken
+
+
+def judge_method(tp: TunePlan, method: str, raw: dict, space: dict, target=None) -> dict:
+    """The method's finished trials (the first --trials of them), read back from the run store:
+    their values, the trade-off front and the winner; `target`: the target's utility, which the
+    utility floor scales."""
+    shared = study.open_study(tp.out / "study", method, tp.sampler_seed, STARTUP_TRIALS)
+    trials = []
+    for frozen in study.finished(shared)[:tp.trials]:
+        folder = tp.run.out / method / f"trial{frozen.number}"
+        params = read_json(folder / "trial.json", expect=dict)["params"]
+        runs = [Run(folder / f"seed{seed}", method, seed) for seed in tp.run.seeds]
         values, passes, step = judged_values(runs, outcome(runs), tp, target)
         value, feasible = score(values, tp.rule, tp.forget_level, passes)
-        study.tell(trial, value)
-        trials.append({"trial": k, "params": params, "dir": str(folder), **values, "score": value, "feasible": feasible,
-                       "step": step, "raw": trial_raw})
+        trials.append({"trial": frozen.number, "params": params, "dir": str(folder), **values, "score": value,
+                       "feasible": feasible, "step": step, "raw": with_params(raw, params)})
     feasible = [t for t in trials if t["feasible"]]
     winner = max(feasible, key=lambda t: (t["score"], -t["trial"]))["trial"] if feasible else None
     return {"space": space, "trials": trials, "front": front(trials), "winner": winner}
 
 
+def rounded(params: dict) -> dict:
+    """Floats to 4 significant digits, so configs stay readable and the stored value is exactly the one that ran."""
+    return {key: float(f"{value:.4g}") if isinstance(value, float) else value for key, value in params.items()}
+
+
 def tuned_yaml(tp: TunePlan, method: str, result: dict, command: str, date: str) -> str:
     """The winner's config as a normal method YAML with a `tuned:` provenance block."""
-    best = result["trials"][result["winner"]]
+    best = next(t for t in result["trials"] if t["trial"] == result["winner"])
     doc = copy.deepcopy(best["raw"])
     doc.pop("search", None)
     if best.get("step") is not None:  # the winner is a checkpoint before the end: stop there
@@ -291,16 +242,54 @@ def sampler_record(tp: TunePlan) -> dict:
             "optuna": optuna.__version__}
 
 
-def run_tune(tp: TunePlan, say=print) -> dict:
-    """Tune every method of the plan; write tuned configs and the reports; return tune.json's content."""
+def check_manifest(tp: TunePlan) -> None:
+    """Refuse a command that differs from what DIR's studies were made with (DIR/tune-plan.json):
+    its trials would be judged by another rule or run other runs. --trials and --methods may
+    change (a study grows, or another method gets its own)."""
+    path, wanted = tp.out / MANIFEST, manifest(tp)
+    if not path.exists():
+        return
+    recorded = read_json(path, expect=dict)
+    study.check_version(recorded.get("optuna"), path)
+    differ = [f"{key} {recorded.get(key)!r} (this command: {value!r})" for key, value in wanted.items()
+              if recorded.get(key) != value]
+    if differ:
+        raise UserError(f"{tp.out} holds studies made with {'; '.join(differ)}: one tuning folder holds one rule "
+                        "and one set of run settings, never a mix; rerun with its arguments, or use another --out")
+
+
+def manifest(tp: TunePlan) -> dict:
+    run = tp.run
+    return {"rule": tp.rule, "forget_level": tp.forget_level if tp.rule == "retain_at_forget" else None,
+            "utility_floor": tp.utility_floor.spec(), "sampler_seed": tp.sampler_seed, "dev_seeds": list(run.seeds),
+            "overrides": list(run.overrides), "eval_at": run.eval_at, "eval_every": run.eval_every,
+            "eval_rows": run.eval_rows, "max_new_tokens": run.max_new_tokens, "size": run.size,
+            "data": None if run.data is None else str(run.data), "model": run.model,
+            "utility_tasks": list(run.utility_tasks or []), "optuna": optuna.__version__}
+
+
+def run_tune(tp: TunePlan, say=print) -> dict | None:
+    """Tune every method of the plan; write tuned configs and the reports; return tune.json's
+    content (None in a helper worker, which leaves the reports to the worker that started it)."""
     raws, spaces = check_tune(tp)
+    check_manifest(tp)
     with torch_settings(tp.run):
         resolved = prepare_inputs(tp.run)
         check_fit([load_config(raw) for raw in raws.values()], resolved.model)  # before any trial is written
         data, env = load_lume(resolved.data_dir), environment(tp.run.device)
         target = None if tp.utility_floor.off else reference_utility(tp.run, resolved, data, env, say)
-        results = {m: tune_method(tp, m, raws[m], spaces[m], resolved, data, env, say, target)
-                   for m in tp.run.methods}
+        if not (tp.out / MANIFEST).exists():
+            atomic_write_json(tp.out / MANIFEST, manifest(tp))
+        work = [tune_work(tp, m, raws[m], spaces[m], resolved, data, env, say, target) for m in tp.run.methods]
+        helpers = workers.start_workers(tp.run)
+        for args in work:  # every method's trials first: a worker never idles while another method has some left
+            study.work_through(*args)
+        for args in work:
+            study.finish(*args, say)
+        if workers.is_helper():  # the worker that started this one writes the reports
+            return None
+        workers.wait_and_say(helpers, say)
+        results = {m: judge_method(tp, m, raws[m], spaces[m], target) for m in tp.run.methods}
     for method, result in results.items():
         if result["winner"] is not None:
             path = tp.out / "tuned" / f"{method}.yaml"

@@ -76,3 +76,17 @@ def wait(helpers: list[subprocess.Popen]) -> list[int]:
         for helper in helpers:
             helper.terminate()
         raise
+
+
+def start_workers(plan) -> list[subprocess.Popen]:
+    """The helpers of ``--workers N`` for a command whose workers share Optuna studies (tune,
+    frontier): N - 1 of them, none in a helper or with one worker."""
+    count = plan.workers or (1 if is_helper() else default_workers(plan))
+    return start_helpers(plan, count - 1) if count > 1 else []
+
+
+def wait_and_say(helpers: list[subprocess.Popen], say) -> None:
+    """Wait for every helper; one line for each that did not end with exit status 0."""
+    for code in wait(helpers):
+        if code != 0:
+            say(f"a worker process stopped with exit status {code}; run the same command again to finish its share")

@@ -106,7 +106,7 @@ def test_a_tiny_frontier_end_to_end_and_resumed(inputs, tmp_path, capsys):
 def test_a_run_another_worker_holds_is_waited_for_then_taken_over(tmp_path):
     """Worker A holds the run's claim; B waits (one 'waiting' line), and when A lets go without
     finishing (a dead worker), B does the run itself, exactly once."""
-    from simu_bench.pipeline.tune import run_claimed
+    from simu_bench.pipeline.trial_runs import run_claimed
     from simu_bench.store import claims
     from simu_bench.store.runs import Run
 

@@ -85,21 +85,25 @@ def test_a_tuned_block_is_accepted_and_kept_out_of_the_run_identity():
 # -- the sampler and the rules -----------------------------------------------------------------
 
 
-def proposals(seed: int, space: dict, values: list[float]) -> list[dict]:
-    study, asked = tune.new_study(seed), []
+def proposals(folder, seed: int, space: dict, values: list[float]) -> list[dict]:
+    """The parameters a fresh journal study in `folder` proposes when told `values` in turn."""
+    from simu_bench.pipeline import study
+
+    shared, asked = study.open_study(folder, "simu", seed, tune.STARTUP_TRIALS), []
     for value in values:
-        trial, params = tune.ask(study, space)
-        asked.append(params)
-        study.tell(trial, value)
+        taken = study.next_trial(shared, folder, "simu", len(values), tune.distributions(space), tune.rounded)
+        with taken.claim:
+            asked.append(taken.params)
+            shared.tell(taken.number, value)
     return asked
 
 
-def test_the_same_sampler_seed_and_results_give_the_same_trials():
+def test_the_same_sampler_seed_and_results_give_the_same_trials(tmp_path):
     space = registry.load_config("simu").search
     values = [0.1 * k for k in range(8)]  # past the 5 random start-up trials: TPE's own proposals too
-    first = proposals(0, space, values)
-    assert first == proposals(0, space, values)
-    assert first != proposals(1, space, values)
+    first = proposals(tmp_path / "a", 0, space, values)
+    assert first == proposals(tmp_path / "b", 0, space, values)
+    assert first != proposals(tmp_path / "c", 1, space, values)
     assert all(7.0e-5 <= p["optimizer.lr"] <= 1.0e-2 and p["options.t"] <= 0.5 and 2 <= p["train.epochs"] <= 8
                for p in first)
 
@@ -166,7 +170,8 @@ def tuned(inputs, tmp_path_factory):
 
 def test_tune_writes_trials_reports_and_tuned_configs_with_the_winners_values(tuned):
     out, report = tuned
-    assert {p.name for p in out.iterdir()} == {"trials", "tuned", "tune.json", "tune.md", "fronts.png"}
+    assert {p.name for p in out.iterdir()} == {"trials", "tuned", "tune.json", "tune.md", "fronts.png", "study",
+                                               "tune-plan.json"}
     md = (out / "tune.md").read_text()
     for method in ("fo_graddiff", "simu"):
         result = report["methods"][method]
@@ -194,13 +199,27 @@ def test_an_interrupted_tune_resumes_to_the_same_trials_and_winners(tuned, input
     out, fresh = tuned
     partial = run_tune(tmp_path / "tune", inputs, 1)
     resumed = run_tune(tmp_path / "tune", inputs, 2)
-    assert "trial 0 seed 100: already done (ok), skipped" in capsys.readouterr().out
+    log = capsys.readouterr().out
+    assert "fo_graddiff trial 1 (of 2) seed 100" in log and "trial 0 (of" not in log.split("winners:")[1]
     for method in ("fo_graddiff", "simu"):
         assert partial["methods"][method]["trials"][0]["params"] == fresh["methods"][method]["trials"][0]["params"]
         for key in ("winner", "front"):
             assert resumed["methods"][method][key] == fresh["methods"][method][key]
         strip = [{k: v for k, v in t.items() if k != "dir"} for t in resumed["methods"][method]["trials"]]
         assert strip == [{k: v for k, v in t.items() if k != "dir"} for t in fresh["methods"][method]["trials"]]
+
+
+def test_a_tune_folder_refuses_a_command_with_another_rule_in_one_line(tuned, inputs, capsys):
+    """The studies in DIR were judged by the final score: a retain_at_forget command on DIR is
+    refused before it runs or writes anything, and the folder is left as it was."""
+    out, _ = tuned
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    code = main(["tune", "--methods", "fo_graddiff,simu", "--trials", "2", "--dev-seeds", "100", "--out", str(out),
+                 "--rule", "retain_at_forget", "--forget-level", "0.3", *inputs, *QUICK])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "holds studies made with rule 'final' (this command: 'retain_at_forget')" in err
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
 
 
 def test_run_takes_the_tuned_configs_from_config_dir(tuned, inputs, tmp_path, capsys):

@@ -78,8 +78,24 @@ def test_two_tune_workers_on_one_out_split_the_runs(micro, tmp_path):
                for _ in range(2)]
     outputs = [worker.communicate(timeout=900) for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs
-    started = re.compile(r"fo_graddiff trial (\d) seed (\d+): .*\(\d of 2\)")
+    started = re.compile(r"fo_graddiff trial (\d) \(of 2\)(?: resumed)? seed (\d+): ")
     done = [match for text, _ in outputs for match in started.findall(text)]
     assert sorted(done) == [("0", "100"), ("0", "101"), ("1", "100"), ("1", "101")], outputs
     winners = {line for text, _ in outputs for line in text.splitlines() if line.startswith("winners:")}
     assert len(winners) == 1, outputs
+
+
+@pytest.mark.slow  # runs simu-bench end to end
+def test_tune_workers_2_splits_the_trials_in_one_command(micro, tmp_path):
+    """`--workers 2`: the command and its helper share the study, so each of the 4 runs (2 trials x 2
+    dev seeds) is done once, and one report with both trials is written."""
+    out = tmp_path / "tune"
+    command = [sys.executable, "-m", "simu_bench", *tune(micro, out, "--trials", "2", "--dev-seeds", "100,101",
+                                                         "--workers", "2")]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr
+    started = re.compile(r"fo_graddiff trial (\d) \(of 2\)(?: resumed)? seed (\d+): ")
+    assert sorted(started.findall(done.stdout)) == [("0", "100"), ("0", "101"), ("1", "100"), ("1", "101")]
+    assert done.stdout.count("winners:") == 1
+    report = json.loads((out / "tune.json").read_text())
+    assert [t["trial"] for t in report["methods"]["fo_graddiff"]["trials"]] == [0, 1]
