@@ -44,13 +44,7 @@ from simu_bench.store.runs import Run, read_trajectory
 
 def check_manifest(fp: FrontierPlan) -> None:
     """Refuse a folder made with another command (one line naming the first difference)."""
-    path = fp.out / MANIFEST
-    if not path.exists():
-        return
-    recorded, wanted = read_json(path, expect=dict), fp.manifest()
-    study.check_version(recorded.get("optuna"), path)
-    differ = [f"{key} {recorded.get(key)!r} (this command: {value!r})" for key, value in wanted.items()
-              if recorded.get(key) != value]
+    differ = study.differences(fp.out / MANIFEST, fp.manifest())
     if differ:
         raise UserError(f"{fp.out} is a frontier made with {'; '.join(differ)}: a frontier folder holds one set of "
                         "methods, levels and budgets, never a mix; rerun with its arguments, or use another --out")
@@ -183,10 +177,7 @@ def _run_frontier(fp: FrontierPlan, raws: dict, spaces: dict, say) -> dict | Non
     methods = {}
     work = [trial_work(fp, m, raws[m], spaces[m], resolved, data, env, target, say) for m in fp.run.methods]
     helpers = workers.start_workers(fp.run)
-    for args in work:  # every method's trials first: a worker never idles while another method has some left
-        study.work_through(*args)
-    for args in work:
-        study.finish(*args, say)
+    study.run_studies(work, say)
     for method in fp.run.methods:  # every worker has the same winners and splits their report runs
         trials, chosen = winners(fp, method, raws[method], target)
         reports = {level: report_runs(fp, method, raws[method], winner, resolved, data, env, say)

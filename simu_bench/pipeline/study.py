@@ -28,9 +28,21 @@ except ImportError:  # Optuna 3.x names it JournalFileStorage (the same file for
     from optuna.storages import JournalFileStorage as Backend
 
 from simu_bench.errors import UserError
+from simu_bench.files import read_json
 from simu_bench.store import claims
 
 JOURNAL = "study.journal"
+
+
+def differences(path: Path, wanted: dict) -> list[str]:
+    """How a folder's recorded plan (`path`, JSON; none yet: no difference) differs from `wanted`,
+    one phrase per key; a plan recorded by another Optuna version is refused first."""
+    if not path.exists():
+        return []
+    recorded = read_json(path, expect=dict)
+    check_version(recorded.get("optuna"), path)
+    return [f"{key} {recorded.get(key)!r} (this command: {value!r})" for key, value in wanted.items()
+            if recorded.get(key) != value]
 
 
 def journal_storage(path: Path):
@@ -148,3 +160,12 @@ def finish(study, folder: Path, name: str, budget: int, distributions: dict, rou
             return
         say(f"{name}: waiting for {count} trial(s) other workers run")
         time.sleep(poll_s)
+
+
+def run_studies(work: list[tuple], say) -> None:
+    """Every study's trials first (a worker never idles while another study has trials left to
+    take), then wait for those other workers run; `work`: `work_through`'s arguments per study."""
+    for args in work:
+        work_through(*args)
+    for args in work:
+        finish(*args, say)

@@ -246,13 +246,7 @@ def check_manifest(tp: TunePlan) -> None:
     """Refuse a command that differs from what DIR's studies were made with (DIR/tune-plan.json):
     its trials would be judged by another rule or run other runs. --trials and --methods may
     change (a study grows, or another method gets its own)."""
-    path, wanted = tp.out / MANIFEST, manifest(tp)
-    if not path.exists():
-        return
-    recorded = read_json(path, expect=dict)
-    study.check_version(recorded.get("optuna"), path)
-    differ = [f"{key} {recorded.get(key)!r} (this command: {value!r})" for key, value in wanted.items()
-              if recorded.get(key) != value]
+    differ = study.differences(tp.out / MANIFEST, manifest(tp))
     if differ:
         raise UserError(f"{tp.out} holds studies made with {'; '.join(differ)}: one tuning folder holds one rule "
                         "and one set of run settings, never a mix; rerun with its arguments, or use another --out")
@@ -282,10 +276,7 @@ def run_tune(tp: TunePlan, say=print) -> dict | None:
             atomic_write_json(tp.out / MANIFEST, manifest(tp))
         work = [tune_work(tp, m, raws[m], spaces[m], resolved, data, env, say, target) for m in tp.run.methods]
         helpers = workers.start_workers(tp.run)
-        for args in work:  # every method's trials first: a worker never idles while another method has some left
-            study.work_through(*args)
-        for args in work:
-            study.finish(*args, say)
+        study.run_studies(work, say)
         if workers.is_helper():  # the worker that started this one writes the reports
             return None
         workers.wait_and_say(helpers, say)
