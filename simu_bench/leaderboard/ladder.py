@@ -7,7 +7,10 @@ Reads one run store per size (`OUT/<size>/`, written by `simu-bench ladder`) and
   the mean paired difference over the seeds both finished, with its 95% paired-t interval
   (`stats.paired_difference`); the utility floor of the leaderboard is not applied here, so a
   pair is compared whatever its utility;
-- the paired differences side by side across sizes (the table and the plot).
+- the paired differences side by side across sizes (the table and the plot);
+- per size, the mask diagnostics of each method with a mask (`mask.json`, see
+  `simu_bench.leaderboard.mask_section`): whether attribution finds units that carry the forget
+  set, and how that changes with size.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from matplotlib.figure import Figure  # no pyplot: no backend or window state, P
 from tabulate import tabulate
 
 from simu_bench.files import atomic_write_text
+from simu_bench.leaderboard.mask_section import COLUMNS as MASK_COLUMNS
+from simu_bench.leaderboard.mask_section import MASK_FILE, value_at
 from simu_bench.leaderboard.stats import mean_ci, paired_difference
 from simu_bench.leaderboard.values import run_values
 from simu_bench.store.runs import load_runs
@@ -31,6 +36,8 @@ METRICS = (
 )
 DEFAULT_PAIRS = (("simu", "so_graddiff"), ("simu", "random_mask"))
 PLOTTED = ("final", "forget/regurgitation", "retain/regurgitation")
+MASK_SHOWN = ("selected units", "share of trained weights", "stability (Jaccard of halves)",
+              "forget NLL rise, mask zeroed", "forget NLL rise, random units", "retain NLL rise, mask zeroed")
 
 
 def per_seed(store: Path) -> dict[str, dict[str, dict[int, float | None]]]:
@@ -43,6 +50,23 @@ def per_seed(store: Path) -> dict[str, dict[str, dict[int, float | None]]]:
         for key, _ in METRICS:
             values.setdefault(run.method, {}).setdefault(key, {})[run.seed] = flat.get(key)
     return values
+
+
+def mask_stats(store: Path) -> dict[str, dict[str, dict]]:
+    """method -> mask column -> {mean, ci95, n} over the finished runs that wrote a `mask.json`."""
+    records: dict[str, list[dict]] = {}
+    for run in load_runs(store):
+        path = Path(run.path) / MASK_FILE
+        if run.status == "ok" and path.is_file():
+            records.setdefault(run.method, []).append(json.loads(path.read_text(encoding="utf-8")))
+    stats = {}
+    for method, found in records.items():
+        stats[method] = {}
+        for header, key in MASK_COLUMNS:
+            present = [v for v in (value_at(r, key) for r in found) if v is not None]
+            mean, half = mean_ci(present)
+            stats[method][header] = {"mean": mean, "ci95": half, "n": len(present)}
+    return stats
 
 
 def size_report(store: Path, pairs) -> dict:
@@ -63,7 +87,7 @@ def size_report(store: Path, pairs) -> dict:
             result = paired_difference(values[a][key], values[b][key])
             compared.append({"a": a, "b": b, "metric": key, "diff": result.diff, "ci_low": result.ci_low,
                              "ci_high": result.ci_high, "p_value": result.p_value, "n": result.n})
-    return {"methods": methods, "paired": compared}
+    return {"methods": methods, "paired": compared, "masks": mask_stats(store)}
 
 
 def build(out: Path, sizes: list[str], pairs=DEFAULT_PAIRS, rule: str = "") -> dict:
@@ -99,6 +123,7 @@ def render_md(ladder: dict, commands: list[str] = ()) -> str:
     rows = [[f"{a} - {b}", label] + [_difference(_find(ladder["per_size"][s], a, b, key)) for s in sizes]
             for a, b in ladder["pairs"] for key, label in METRICS]
     lines += [tabulate(rows, ["pair", "metric", *sizes], tablefmt="github", disable_numparse=True), ""]
+    lines += _mask_lines(ladder)
     for size in sizes:
         methods = ladder["per_size"][size]["methods"]
         table = [[m] + [_cell(methods[m][key]) if key in methods[m] else "—" for key, _ in METRICS]
@@ -107,6 +132,20 @@ def render_md(ladder: dict, commands: list[str] = ()) -> str:
                   tabulate(table, ["method", *(label for _, label in METRICS)], tablefmt="github",
                            disable_numparse=True), ""]
     return "\n".join(lines)
+
+
+def _mask_lines(ladder: dict) -> list[str]:
+    """The masks by size: one row per (method with a mask, size)."""
+    rows = [[method, size] + [_cell(stats[header]) for header in MASK_SHOWN]
+            for method in sorted({m for s in ladder["sizes"] for m in ladder["per_size"][s].get("masks", {})})
+            for size in ladder["sizes"] if (stats := ladder["per_size"][size].get("masks", {}).get(method))]
+    if not rows:
+        return []
+    return ["## Masks by size", "",
+            "Mean over the runs that wrote a mask.json ± 95% t half-width. The causal check, on the model before "
+            "unlearning: the forget NLL increase when the mask's units are zeroed, when as many random units per "
+            "layer are zeroed (mean of 10 draws), and the retain NLL increase when the mask's units are zeroed.", "",
+            tabulate(rows, ["method", "size", *MASK_SHOWN], tablefmt="github", disable_numparse=True), ""]
 
 
 def write_plot(ladder: dict, path: Path) -> Path:

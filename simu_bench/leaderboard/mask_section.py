@@ -38,7 +38,8 @@ COLUMNS = (
 )
 
 
-def _value(record: dict, path: tuple[str, ...]) -> float | None:
+def value_at(record: dict, path: tuple[str, ...]) -> float | None:
+    """The number at `path` in a `mask.json` record (None when absent or not a number)."""
     for key in path:
         record = record.get(key) if isinstance(record, dict) else None
     return record if isinstance(record, (int, float)) and not isinstance(record, bool) else None
@@ -64,7 +65,7 @@ def summary(rows) -> dict[str, dict]:
     for method, records in collect(rows).items():
         cells = {}
         for _, path in COLUMNS:
-            values = [v for v in (_value(r, path) for r in records) if v is not None]
+            values = [v for v in (value_at(r, path) for r in records) if v is not None]
             mean, half = mean_ci(values)
             cells["/".join(path)] = {"mean": mean, "ci95": half, "n": len(values)}
         result[method] = cells

@@ -90,6 +90,24 @@ def test_the_report_pairs_methods_by_seed_on_every_size(tmp_path):
     assert "+0.100 [-0.024, +0.224] (n=3)" in line and "+0.150 [" in line
 
 
+def test_the_report_shows_each_sizes_mask_diagnostics(tmp_path):
+    """simu on tiny: causal forget rises 0.4 and 0.6 (mean 0.5, half-width t(0.975, 1) * 0.1414 / sqrt(2)
+    = 12.706 * 0.1 = 1.271); so_graddiff writes no mask and gets no row."""
+    _store(tmp_path / "tiny", {"simu": [0.5, 0.6], "so_graddiff": [0.4, 0.5]})
+    _store(tmp_path / "small", {"simu": [0.5, 0.6], "so_graddiff": [0.4, 0.5]})
+    for seed, rise in enumerate([0.4, 0.6]):
+        record = {"counts": {"selected": 10}, "causal_check": {"forget_nll_increase": rise,
+                                                               "random_forget_nll_increase": 0.01}}
+        (tmp_path / "tiny" / "simu" / f"seed{seed}" / "mask.json").write_text(json.dumps(record))
+    ladder.write(tmp_path, ["tiny", "small"], rule="a rule")
+    report = json.loads((tmp_path / "ladder.json").read_text())
+    rise = report["per_size"]["tiny"]["masks"]["simu"]["forget NLL rise, mask zeroed"]
+    assert rise["mean"] == pytest.approx(0.5) and rise["ci95"] == pytest.approx(1.2706, abs=1e-3) and rise["n"] == 2
+    assert report["per_size"]["small"]["masks"] == {}
+    rows = [r for r in (tmp_path / "ladder.md").read_text().splitlines() if r.startswith("| simu ") and "tiny" in r]
+    assert len(rows) == 1 and "0.500 ± 1.271" in rows[0]
+
+
 def test_the_command_runs_every_size_into_its_own_store_then_writes_the_report(tmp_path, monkeypatch, capsys):
     import simu_bench.pipeline.runner
 
