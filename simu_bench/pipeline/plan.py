@@ -237,8 +237,11 @@ class TunePlan:
         f"evaluation discards such models (default: {FLOOR_FRACTION}; 0: off)", commands=("tune",),
         metavar="F|abs:V", default=str(FLOOR_FRACTION), parse=_floor))
 
-    def rule_text(self) -> str:
-        floor = "" if self.utility_floor.off else f"; trials below the {self.utility_floor.text()} cannot win"
+    def rule_text(self, target_utility: float | None = None) -> str:
+        """The rule in words; with the target's utility, the floor's threshold too."""
+        floor = self.utility_floor
+        shown = floor.text(target_utility) if target_utility is not None else floor.text().split(" (")[0]
+        floor = "" if floor.off else f"; trials below the {shown} cannot win"
         if self.rule == "final":
             return f"best mean final score over the dev seeds{floor}"
         return (f"best dev-mean retain score at a point (evaluation point or end) with dev-mean forget score <= "

@@ -217,7 +217,7 @@ def rounded(params: dict) -> dict:
     return {key: float(f"{value:.4g}") if isinstance(value, float) else value for key, value in params.items()}
 
 
-def tuned_yaml(tp: TunePlan, method: str, result: dict, command: str, date: str) -> str:
+def tuned_yaml(tp: TunePlan, method: str, result: dict, command: str, date: str, target: float | None = None) -> str:
     """The winner's config as a normal method YAML with a `tuned:` provenance block."""
     best = next(t for t in result["trials"] if t["trial"] == result["winner"])
     doc = copy.deepcopy(best["raw"])
@@ -225,13 +225,13 @@ def tuned_yaml(tp: TunePlan, method: str, result: dict, command: str, date: str)
     if best.get("step") is not None:  # the winner is a checkpoint before the end: stop there
         doc.setdefault("train", {})["stop_at_step"] = best["step"]
     doc["tuned"] = {
-        "command": command, "date": date, "rule": tp.rule_text(), "trials": tp.trials, "trial": best["trial"],
+        "command": command, "date": date, "rule": tp.rule_text(target), "trials": tp.trials, "trial": best["trial"],
         "dev_seeds": list(tp.run.seeds), "report_seeds": list(tp.report_seeds), "space": result["space"],
         "sampler": sampler_record(tp), "params": best["params"], "overrides": list(tp.run.overrides),
         "dev_scores": {key: best[key] for key in ("final", "forget", "retain", "per_seed")},
     }
     head = (f"# {method} as tuned by `simu-bench tune` (trial {best['trial']} of {tp.trials}; "
-            f"rule: {tp.rule_text()}).\n"
+            f"rule: {tp.rule_text(target)}).\n"
             f"# Run it:  simu-bench run --methods {method} --config-dir {tp.out / 'tuned'} "
             f"--seeds {','.join(map(str, tp.report_seeds))}\n")
     return head + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
@@ -284,10 +284,10 @@ def run_tune(tp: TunePlan, say=print) -> dict | None:
     for method, result in results.items():
         if result["winner"] is not None:
             path = tp.out / "tuned" / f"{method}.yaml"
-            atomic_write_text(path, tuned_yaml(tp, method, result, tp.run.command, env["date"]))
+            atomic_write_text(path, tuned_yaml(tp, method, result, tp.run.command, env["date"], target))
             result["tuned_config"] = str(path)
     report = {
-        "command": tp.run.command, "date": env["date"], "rule": {"name": tp.rule, "text": tp.rule_text(),
+        "command": tp.run.command, "date": env["date"], "rule": {"name": tp.rule, "text": tp.rule_text(target),
         "forget_level": tp.forget_level if tp.rule == "retain_at_forget" else None,
         "utility_floor": tp.utility_floor.to_dict(target)}, "sampler": sampler_record(tp),
         "trials": tp.trials, "dev_seeds": list(tp.run.seeds), "report_seeds": list(tp.report_seeds),

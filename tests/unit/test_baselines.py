@@ -108,13 +108,17 @@ def test_simu_simnpo_loss_hand_worked():
     ("simu_simnpo", "simnpo", ("beta", "delta", "forget_weight")),
 ])
 def test_simu_over_npo_and_simnpo_keep_the_papers_loss_settings(variant, base, shared):
-    """Only the mask (and the optimizer block) differ from NPO / SimNPO: the retain weight is the
-    papers' alpha (1), not SIMU's tuned GradDiff gamma, and the forget-term settings are the same."""
-    for reference in (False, True):
-        simu = registry.load_config(variant, reference=reference).options
-        paper = registry.load_config(base, reference=reference).options
-        assert simu.gamma == paper.alpha == 1.0, (variant, reference)
-        assert all(getattr(simu, key) == getattr(paper, key) for key in shared), (variant, reference)
+    """Under `reference:` only the mask (and the optimizer block) differ from NPO / SimNPO: the
+    retain weight is the papers' alpha (1), not SIMU's GradDiff gamma, and the forget-term settings
+    are the same. The shipped defaults are each tuned with the shared budget, and a forget-term
+    setting that neither method searches stays the same in both."""
+    simu = registry.load_config(variant, reference=True).options
+    paper = registry.load_config(base, reference=True).options
+    assert simu.gamma == paper.alpha == 1.0, variant
+    assert all(getattr(simu, key) == getattr(paper, key) for key in shared), variant
+    simu, paper = registry.load_config(variant), registry.load_config(base)
+    fixed = [key for key in shared if f"options.{key}" not in set(simu.search) | set(paper.search)]
+    assert all(getattr(simu.options, key) == getattr(paper.options, key) for key in fixed), (variant, fixed)
 
 
 def test_dpo_hand_worked():
@@ -312,8 +316,33 @@ def test_rmu_defaults_are_the_authors_released_run():
     assert (reference.train.max_steps, reference.train.batch_size) == (150, 4)
 
 
-@pytest.mark.parametrize("name", ["wagle", "rmu", "simnpo", "simu_npo", "simu_simnpo"])
-def test_methods_moved_to_their_authors_settings_say_they_are_untuned(name):
-    """Their defaults changed to the authors' code and have not been searched with the shared
-    budget: the YAML says so in the field `simu-bench tune` fills in."""
-    assert registry.load_config(name).tuned == {"status": "untuned"}
+CONTROLS = ("attention_only", "simu_mlp_only", "simu_forget_only")  # simu's settings, one thing changed
+
+
+def test_every_method_is_tuned_with_one_budget_and_rule():
+    """Each registered method other than SIMU's controls says in `tuned:` that `simu-bench tune`
+    chose its searched values, all with the same trials, dev seeds, sampler and rule; and its
+    top-level values are the winner's."""
+    budgets = set()
+    for name in registry.names():
+        if name in CONTROLS:
+            continue
+        config = registry.load_config(name)
+        tuned = config.tuned or {}
+        assert tuned.get("status") == "tuned", name
+        budgets.add((tuned["trials"], tuple(tuned["dev_seeds"]), tuned["rule"], tuned["sampler"]["seed"]))
+        values = config.to_dict()
+        for key, value in tuned["params"].items():
+            section, field = key.split(".")
+            assert values[section][field] == value, (name, key)
+    assert len(budgets) == 1, budgets
+
+
+@pytest.mark.parametrize("name", CONTROLS)
+def test_simus_controls_run_with_simus_tuned_settings(name):
+    """A control differs from SIMU in one thing only, so it runs with SIMU's tuned values."""
+    simu, control = registry.load_config("simu"), registry.load_config(name)
+    assert control.tuned["status"] == "simu's tuned settings"
+    for key in simu.tuned["params"]:
+        section, field = key.split(".")
+        assert control.to_dict()[section][field] == simu.to_dict()[section][field], key
