@@ -151,14 +151,19 @@ def work_through(study, folder: Path, name: str, budget: int, distributions: dic
 
 
 def finish(study, folder: Path, name: str, budget: int, distributions: dict, round_params, run_taken, say,
-           poll_s: float = 15.0) -> None:
-    """Wait until no trial of the study runs, taking over any whose worker stopped."""
+           poll_s: float = 2.0) -> None:
+    """Wait until no trial of the study runs, taking over any whose worker stopped. Polls often (a
+    journal read is cheap; a long poll left a worker idle after the others' trials had ended) and
+    says so when the count changes."""
+    said = None
     while True:
         work_through(study, folder, name, budget, distributions, round_params, run_taken)
         count = running(study)
         if not count:
             return
-        say(f"{name}: waiting for {count} trial(s) other workers run")
+        if count != said:
+            say(f"{name}: waiting for {count} trial(s) other workers run")
+            said = count
         time.sleep(poll_s)
 
 

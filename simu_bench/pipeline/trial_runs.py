@@ -70,10 +70,11 @@ def execute_runs(plan: Plan, runs: list[Run], resolved, data, env, say, label: s
             return
 
 
-def run_claimed(run: Run, do, label: str, say, wait_s: float = 15.0) -> None:
+def run_claimed(run: Run, do, label: str, say, wait_s: float = 2.0) -> None:
     """`do()` the run under its claim (`simu_bench.store.claims`), unless it is done; while another
-    worker (`simu-bench frontier` processes sharing an --out) holds it, wait for it, and take it
-    over when that worker stops without finishing."""
+    worker (`tune`/`frontier` processes sharing an --out) holds it, wait for it (saying so once),
+    and take it over when that worker stops without finishing."""
+    said = False
     while not run.is_done():
         claim = claims.claim(claims.claim_path(run.path.parent, run.method, run.seed), label)
         if claim.held:
@@ -81,7 +82,9 @@ def run_claimed(run: Run, do, label: str, say, wait_s: float = 15.0) -> None:
                 if not run.is_done():
                     do()
             return
-        say(f"{label}: another worker runs it ({claim.owner}); waiting")
+        if not said:
+            say(f"{label}: another worker runs it ({claim.owner}); waiting")
+            said = True
         time.sleep(wait_s)
 
 
