@@ -56,13 +56,20 @@ class UtilityFloor:
         return f"abs:{self.absolute:g}" if self.absolute is not None else f"{self.fraction:g}"
 
     def text(self, target_utility: float | None = None) -> str:
+        """The floor as applied to a target: its threshold, or that it could not be applied."""
         threshold = self.threshold(target_utility)
+        if self.off or self.absolute is not None:
+            return self.rule()
+        where = f" = {threshold:.3f}" if threshold is not None else " (target utility unknown: not applied)"
+        return f"{self.rule()}{where}"
+
+    def rule(self) -> str:
+        """The floor as a rule, before any target is measured."""
         if self.off:
             return "no utility floor"
         if self.absolute is not None:
             return f"utility floor {self.absolute:g} (absolute)"
-        where = f" = {threshold:.3f}" if threshold is not None else " (target utility unknown: not applied)"
-        return f"utility floor {self.fraction:g} x the target's utility{where}"
+        return f"utility floor {self.fraction:g} x the target's utility"
 
     def to_dict(self, target_utility: float | None = None) -> dict:
         return {"spec": self.spec(), "fraction": None if self.absolute is not None else self.fraction,

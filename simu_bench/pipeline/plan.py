@@ -239,9 +239,9 @@ class TunePlan:
 
     def rule_text(self, target_utility: float | None = None) -> str:
         """The rule in words; with the target's utility, the floor's threshold too."""
-        floor = self.utility_floor
-        shown = floor.text(target_utility) if target_utility is not None else floor.text().split(" (")[0]
-        floor = "" if floor.off else f"; trials below the {shown} cannot win"
+        given = self.utility_floor
+        shown = given.text(target_utility) if target_utility is not None else given.rule()
+        floor = "" if given.off else f"; trials below the {shown} cannot win"
         if self.rule == "final":
             return f"best mean final score over the dev seeds{floor}"
         return (f"best dev-mean retain score at a point (evaluation point or end) with dev-mean forget score <= "

@@ -4,8 +4,9 @@
     simu-bench run --methods all --seeds 0,1,2 --config-dir tune/tuned --out runs/tuned
 
 Each method's YAML declares its space in a ``search:`` block (see `simu_bench.unlearning.config`).
-Per method, an Optuna study with ``TPESampler(seed=--sampler-seed, n_startup_trials=5)`` proposes
-the trials; nothing is searched by hand. Trial k is an ordinary run per dev seed in
+Per method, an Optuna study with Optuna's TPE (5 random start-up trials), seeded for each trial
+from ``--sampler-seed`` and the trial's number (`study.TrialSeededTPE`), proposes the trials;
+nothing is searched by hand. Trial k is an ordinary run per dev seed in
 ``DIR/trials/<method>/trial<k>/seed<s>/`` (the run store's layout and files, plus
 ``trial<k>/trial.json`` with its parameters). Floats are rounded to 4 significant digits before
 they are used, so configs stay readable and the stored value is exactly the one that ran.
@@ -238,8 +239,8 @@ def tuned_yaml(tp: TunePlan, method: str, result: dict, command: str, date: str,
 
 
 def sampler_record(tp: TunePlan) -> dict:
-    return {"name": "optuna.samplers.TPESampler", "seed": tp.sampler_seed, "n_startup_trials": STARTUP_TRIALS,
-            "optuna": optuna.__version__}
+    return {"name": "optuna.samplers.TPESampler, seeded per trial (simu_bench.pipeline.study.TrialSeededTPE)",
+            "seed": tp.sampler_seed, "n_startup_trials": STARTUP_TRIALS, "optuna": optuna.__version__}
 
 
 def check_manifest(tp: TunePlan) -> None:

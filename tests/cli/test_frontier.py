@@ -120,3 +120,21 @@ def test_a_run_another_worker_holds_is_waited_for_then_taken_over(tmp_path):
 
     run_claimed(run, lambda: done.append(1), "fo_graddiff trial 0 seed 0", say, wait_s=0.0)
     assert done == [1] and len(said) == 1 and "another worker runs it" in said[0]
+
+
+def test_the_frontier_command_its_workers_repeat_parses_back(monkeypatch, tmp_path):
+    """`--workers N` starts helpers that run the canonical command with `--workers 1 --quiet
+    --threads 1` appended (`pipeline.workers.start_helpers`): frontier must accept those flags and
+    the command must give back the same plan."""
+    import shlex
+
+    import simu_bench.pipeline.frontier
+    from simu_bench.cli import build_parser
+
+    seen = []
+    monkeypatch.setattr(simu_bench.pipeline.frontier, "run_frontier", lambda fp: seen.append(fp))
+    assert main(["frontier", "--methods", "fo_graddiff", "--levels", "0.2", "--trials", "3",
+                 "--out", str(tmp_path / "f"), "--workers", "2"]) == 0
+    words = shlex.split(seen[0].run.command)[1:] + ["--workers", "1", "--quiet", "--threads", "1"]
+    args = build_parser().parse_args(words)
+    assert (args.workers, args.trials, args.out) == ("1", 3, tmp_path / "f")

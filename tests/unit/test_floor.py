@@ -48,3 +48,14 @@ def test_a_row_is_judged_by_its_mean_and_each_run_by_its_own_utility():
     assert target == 0.8 and "target" not in verdicts
     assert verdicts["a"] == {"passed": True, "runs": {0: True, 1: False}, "below": 1}
     assert verdicts["b"] == {"passed": False, "runs": {0: False, 1: True}, "below": 1}
+
+
+def test_the_tuning_rule_names_the_floor_and_its_threshold_once_the_target_is_measured():
+    """Before the target's utility is known the rule states the floor (never "not applied", which a
+    tuned YAML would then carry); with it, the threshold: 0.75 x 0.8 = 0.600."""
+    from simu_bench.pipeline.plan import Plan, TunePlan
+
+    tune = TunePlan(run=Plan())
+    assert tune.rule_text().endswith("trials below the utility floor 0.75 x the target's utility cannot win")
+    assert "= 0.600 cannot win" in tune.rule_text(0.8)
+    assert "floor" not in TunePlan(run=Plan(), utility_floor=parse_utility_floor("0")).rule_text(0.8)
